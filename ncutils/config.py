@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                       n_per_class=20, test_per_class=20, epochs=3, lr={"mlp": 0.05},
                       width={"mlp": 64}, n_snapshots=3),
         "cpu": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("mlp", "cnn"),
-                    n_per_class=500, test_per_class=None, epochs=150,
+                    n_per_class=500, test_per_class=500, epochs=150,
                     lr={"mlp": 0.0675, "cnn": 0.0675}, width={"mlp": 512, "cnn": 32},
                     n_snapshots=30),
         # 350 epochs, lr / 10 at epochs 116 and 233, full balanced train sets. The learning rates

@@ -32,7 +32,7 @@ import torch
 
 __all__ = [
     "METRIC_KEYS", "EXTRA_KEYS", "ClassStats", "collapse_metrics", "collapse_metrics_streaming",
-    "metrics_from_stats",
+    "metrics_from_stats", "ncc_mismatch_count",
 ]
 
 METRIC_KEYS = (
@@ -176,7 +176,8 @@ def _geometry(vectors: torch.Tensor, k: int) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def _ncc_mismatches(h: torch.Tensor, means: torch.Tensor, w: torch.Tensor, b) -> int:
+def ncc_mismatch_count(h: torch.Tensor, means: torch.Tensor, w: torch.Tensor, b=None) -> int:
+    """How many rows of ``h`` the classifier (w, b) and the nearest class mean label differently."""
     h = h.to(torch.float64)
     logits = h @ w.T.to(h)
     if b is not None:
@@ -235,7 +236,7 @@ def collapse_metrics(features, labels, weight, bias=None, extras: bool = False) 
     w, b = _check_classifier(weight, bias, h.shape[1])
     stats = ClassStats(w.shape[0]).update(h, labels)
     stats.check_complete()
-    wrong = _ncc_mismatches(h, stats.means, w, b)
+    wrong = ncc_mismatch_count(h, stats.means, w, b)
     return metrics_from_stats(stats, w, b, ncc_mismatch=wrong / h.shape[0], extras=extras)
 
 
@@ -257,7 +258,7 @@ def collapse_metrics_streaming(batches: Callable[[], Iterable] | Iterable, weigh
     wrong = seen = 0
     for h, y in source():
         h = _check_features(h)
-        wrong += _ncc_mismatches(h.to(stats.means.device), stats.means, w.to(stats.means.device),
+        wrong += ncc_mismatch_count(h.to(stats.means.device), stats.means, w.to(stats.means.device),
                                  None if b is None else b.to(stats.means.device))
         seen += h.shape[0]
     if seen != stats.num_samples:

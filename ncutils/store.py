@@ -27,7 +27,7 @@ import numpy as np
 from .config import PRESET_NAMES, config_hash
 
 __all__ = ["project_root", "results_root", "atomic_write", "Run", "open_run", "load_or_run",
-           "provenance", "device_name"]
+           "provenance", "device_name", "list_runs"]
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -162,6 +162,23 @@ class Run:
         atomic_write(self.path / "run.json", json.dumps(info, indent=2, sort_keys=False, default=float))
 
 
+def list_runs(experiment: str | None = None, include_smoke: bool = False) -> list[Run]:
+    """Every complete run under the results root (of one experiment if given), oldest first."""
+    base = results_root()
+    files = sorted(base.glob(f"{_slug(experiment) if experiment else '*'}/*/run.json"))
+    runs = []
+    for file in files:
+        info = json.loads(file.read_text())
+        if info["preset"] == "smoke" and not include_smoke:
+            continue
+        run = Run(info["experiment"], info["preset"], info["config"], info.get("label", ""), root=base)
+        if run.path != file.parent:
+            raise ValueError(f"{file} does not match its config hash (expected {run.path}); "
+                             "was it edited or moved by hand?")
+        runs.append(run)
+    return sorted(runs, key=lambda r: r.info["finished"])
+
+
 def open_run(experiment: str, preset: str, config: dict, label: str = "") -> Run:
     return Run(experiment, preset, config, label)
 
@@ -179,6 +196,8 @@ def load_or_run(experiment: str, preset: str, config: dict, fn: Callable[[Run], 
     if force and run.complete:
         (run.path / "run.json").unlink()
     start = time.perf_counter()
-    summary = fn(run)
-    run.finish(time.perf_counter() - start, summary, device=device)
+    summary = dict(fn(run) or {})
+    if summary.get("complete") is False:  # interrupted on purpose: resume on the next call
+        return run
+    run.finish(summary.pop("wall_seconds", time.perf_counter() - start), summary, device=device)
     return run

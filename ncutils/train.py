@@ -1,0 +1,274 @@
+"""The training loop of the book: Papyan et al.'s protocol, collapse metrics, checkpoint + resume.
+
+No plotting here. :func:`train` trains one network described by a flat run config, evaluates train
+and test error every epoch and the collapse metrics of the train set at log-spaced epochs (and at
+the onset of the terminal phase), writes an atomic checkpoint after every epoch and resumes from it,
+so an interrupted run ends with the same numbers as an uninterrupted one (bitwise on CPU).
+
+On a GPU the same loop takes the fast path: the dataset lives on the device as one tensor, batches
+are drawn by on-device indexing, convolutional models run channels_last under bf16 autocast, and
+collapse metrics are still accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import config as _config
+from .etf import ETFClassifier
+from .metrics import EXTRA_KEYS, METRIC_KEYS, ClassStats, metrics_from_stats, ncc_mismatch_count
+from .store import Run, atomic_write, load_or_run
+
+__all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
+           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS"]
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
+                   "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
+
+_REQUIRED = ("dataset", "arch", "epochs", "lr", "batch_size", "momentum", "weight_decay",
+             "lr_milestones", "lr_gamma", "seed", "n_snapshots")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: corrupt, truncated, or from another config."""
+
+
+class TensorBatches:
+    """Mini-batches of tensors already on their device, in a seeded order per epoch.
+
+    Epoch ``e`` visits every sample exactly once, in the order ``randperm(N)`` drawn from a CPU
+    generator seeded with ``(seed, e)``: the order depends only on the seed and the epoch, which is
+    what makes resuming exact. No DataLoader, no host-device copies per batch.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("tensors must be one or more tensors with the same first dimension")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.tensors, self.batch_size, self.seed, self.shuffle = tensors, batch_size, seed, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        n = len(self.tensors[0])
+        if not self.shuffle:
+            return torch.arange(n)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=gen)
+
+    def epoch(self, epoch: int = 0):
+        order = self.order(epoch).to(self.tensors[0].device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
+def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **overrides) -> dict:
+    """The flat config of one training run, picked out of an experiment preset."""
+    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs")}
+    for key in ("lr", "width"):
+        if isinstance(cfg.get(key), dict):
+            if arch not in cfg[key]:
+                raise ValueError(f"the preset has no {key} for arch {arch!r} (it has {sorted(cfg[key])})")
+            cfg[key] = cfg[key][arch]
+    cfg.update(dataset=dataset, arch=arch, seed=seed, **overrides)
+    return cfg
+
+
+def _check_config(cfg: dict) -> None:
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"run config is missing {missing}")
+    for key in ("epochs", "batch_size", "n_snapshots"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"config[{key!r}] must be a positive integer, got {cfg[key]!r}")
+    if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
+        raise ValueError(f"config['lr'] must be a positive number, got {cfg['lr']!r}")
+
+
+def save_checkpoint(path: Path | str, state: dict) -> None:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; a corrupt or truncated file is refused."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # zip, unpickling and EOF errors all mean the same thing here
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
+                              f"({type(err).__name__}: {err}); delete it to restart the run") from err
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _evaluate(model, x, y, num_classes: int, device, amp: bool, keep_features: bool,
+              batch_size: int = 1024):
+    """Error and mean cross entropy; class statistics of the features when asked."""
+    model.eval()
+    wrong, loss, feats = 0, 0.0, []
+    stats = ClassStats(num_classes) if keep_features else None
+    for (xb, yb) in TensorBatches(x, y, batch_size=batch_size, shuffle=False).epoch():
+        with _autocast(device, amp):
+            logits, h = model.logits_and_features(xb)
+        logits = logits.float()
+        wrong += int((logits.argmax(1) != yb).sum())
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        if keep_features:
+            stats.update(h, yb)
+            feats.append(h.float())
+    return wrong / len(y), loss / len(y), stats, (torch.cat(feats) if keep_features else None)
+
+
+def _nc_snapshot(model, stats, feats) -> dict:
+    weight = model.classifier.weight.detach()
+    bias = getattr(model.classifier, "bias", None)
+    bias = None if bias is None else bias.detach()
+    wrong = ncc_mismatch_count(feats, stats.means, weight, bias)
+    return metrics_from_stats(stats, weight, bias, ncc_mismatch=wrong / len(feats), extras=True)
+
+
+def _prepare(cfg: dict, device: torch.device):
+    from . import data, models
+
+    x, y = data.get_data(cfg["dataset"], "train", n_per_class=cfg.get("n_per_class"), seed=cfg["seed"],
+                         counts=cfg.get("counts"))
+    xt, yt = data.get_data(cfg["dataset"], "test", n_per_class=cfg.get("test_per_class"),
+                           seed=cfg["seed"])
+    k = int(y.max()) + 1
+    torch.manual_seed(cfg["seed"])
+    model = models.build_model(cfg["arch"], num_classes=k, in_channels=x.shape[1], input_size=x.shape[-1],
+                               width=cfg.get("width"), feature_dim=cfg.get("feature_dim"))
+    if cfg.get("classifier", "learned") == "etf":
+        model.classifier = ETFClassifier(model.feature_dim, k, bias=cfg.get("etf_bias", False))
+    elif cfg.get("classifier", "learned") != "learned":
+        raise ValueError(f"config['classifier'] must be 'learned' or 'etf', got {cfg['classifier']!r}")
+    channels_last = device.type == "cuda" and x.ndim == 4
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    to_dev = lambda t: t.to(device).contiguous(memory_format=fmt) if t.ndim == 4 else t.to(device)  # noqa: E731
+    return model, to_dev(x), y.to(device), to_dev(xt), yt.to(device), k
+
+
+def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
+          stop_after: int | None = None) -> dict:
+    """Train the network of ``cfg`` into ``run`` (history table + checkpoint) and return a summary.
+
+    Resumes from ``run.path/checkpoint.pt`` when present. ``stop_after`` ends the call after that
+    many epochs of this call (an interruption, for chunked runs and tests); the summary then has
+    ``"complete": False``.
+    """
+    _check_config(cfg)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = cfg.get("amp", "auto") in (True, "auto") and device.type == "cuda"
+    if progress is None:
+        progress = os.environ.get("NCUTILS_PROGRESS", "1") != "0"
+    model, x, y, xt, yt, k = _prepare(cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    milestones = [int(f * cfg["epochs"]) if isinstance(f, float) else int(f) for f in cfg["lr_milestones"]]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_gamma"])
+    snapshots = set(_config.snapshot_epochs(cfg["epochs"], cfg["n_snapshots"]))
+    ckpt_path, key = run.path / "checkpoint.pt", run.key
+    history, start_epoch, wall, tpt = [], 1, 0.0, None
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if state.get("config_hash") != key:
+            raise CheckpointError(f"checkpoint {ckpt_path} belongs to config {state.get('config_hash')}, "
+                                  f"not {key}; delete it to restart the run")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
+        tpt = next((r["epoch"] for r in history if r["train_error"] == 0.0), None)
+    batches = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=cfg["seed"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "train", unit="ep")
+    done_here = 0
+    for epoch in range(start_epoch, cfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        lr = opt.param_groups[0]["lr"]
+        for xb, yb in batches.epoch(epoch):
+            with _autocast(device, amp):
+                loss = F.cross_entropy(model(xb).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
+                                     f"lower config['lr'] = {cfg['lr']}")
+        err, tr_loss, stats, feats = _evaluate(model, x, y, k, device, amp, keep_features=True)
+        test_err, test_loss, _, _ = _evaluate(model, xt, yt, k, device, amp, keep_features=False)
+        row = {"epoch": epoch, "lr": lr, "train_error": err, "test_error": test_err,
+               "train_loss": tr_loss, "test_loss": test_loss}
+        if epoch in snapshots or (err == 0.0 and tpt is None):
+            row.update(_nc_snapshot(model, stats, feats))
+        tpt = epoch if (err == 0.0 and tpt is None) else tpt
+        del stats, feats
+        wall += time.perf_counter() - t0
+        row["epoch_seconds"] = time.perf_counter() - t0
+        history.append(row)
+        save_checkpoint(ckpt_path, {"epoch": epoch, "model": model.state_dict(),
+                                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "history": history, "wall_seconds": wall, "config_hash": key})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{tr_loss:.3g}", train_err=f"{err:.3g}", test_err=f"{test_err:.3g}")
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after and epoch < cfg["epochs"]:
+            break
+    if bar is not None:
+        bar.close()
+    run.save_table("history", [{c: r.get(c, math.nan) for c in HISTORY_COLUMNS} for r in history])
+    last = history[-1]
+    return {"complete": last["epoch"] == cfg["epochs"], "epochs_done": last["epoch"],
+            "tpt_epoch": tpt, "final_train_error": last["train_error"],
+            "final_test_error": last["test_error"], "wall_seconds": wall,
+            "train_samples": len(y), "test_samples": len(yt),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in params)}
+
+
+def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = False, device=None,
+                   progress: bool | None = None, only: tuple | None = None) -> dict:
+    """Load or train every (dataset, arch) pair of an experiment preset; ``{(dataset, arch): Run}``.
+
+    Runs whose results are committed are loaded, never retrained (unless ``force``); an
+    interrupted run resumes from its checkpoint.
+    """
+    exp = _config.get_preset(experiment, preset)
+    runs = {}
+    for dataset in exp["datasets"]:
+        for arch in exp["archs"]:
+            if only is not None and (dataset, arch) not in only:
+                continue
+            cfg = run_config(exp, dataset, arch, seed)
+            runs[dataset, arch] = load_or_run(
+                experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
+                label=f"{dataset}-{arch}-s{seed}", force=force, device=device)
+    return runs
