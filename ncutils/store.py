@@ -25,18 +25,10 @@ from typing import Callable
 import numpy as np
 
 from .config import PRESET_NAMES, config_hash
+from .data import project_root
 
 __all__ = ["project_root", "results_root", "atomic_write", "Run", "open_run", "load_or_run",
            "provenance", "device_name", "list_runs"]
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding ``_toc.yml``, else cwd."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").is_file() and (folder / "ncutils").is_dir():
-            return folder
-    return here
 
 
 def results_root() -> Path:
@@ -154,11 +146,17 @@ class Run:
         with np.load(file, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
 
-    def finish(self, wall_seconds: float, summary: dict | None = None, device=None) -> None:
-        """Write ``run.json`` (last, atomically): the run is complete from then on."""
+    def finish(self, wall_seconds: float, summary: dict | None = None, device=None,
+               commit: str | None = None) -> None:
+        """Write ``run.json`` (last, atomically): the run is complete from then on.
+
+        ``commit`` is the code's commit when the run started (default: now).
+        """
+        prov = provenance(device)
+        prov["commit"] = commit or prov["commit"]
         info = {"experiment": self.experiment, "preset": self.preset, "label": self.label,
                 "config_hash": self.key, "config": self.config, "wall_seconds": round(wall_seconds, 2),
-                **provenance(device), "summary": summary or {}}
+                **prov, "summary": summary or {}}
         atomic_write(self.path / "run.json", json.dumps(info, indent=2, sort_keys=False, default=float))
 
 
@@ -195,9 +193,10 @@ def load_or_run(experiment: str, preset: str, config: dict, fn: Callable[[Run], 
         return run
     if force and run.complete:
         (run.path / "run.json").unlink()
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), _git_commit()
     summary = dict(fn(run) or {})
     if summary.get("complete") is False:  # interrupted on purpose: resume on the next call
         return run
-    run.finish(summary.pop("wall_seconds", time.perf_counter() - start), summary, device=device)
+    run.finish(summary.pop("wall_seconds", time.perf_counter() - start), summary, device=device,
+               commit=commit)
     return run

@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import os
 import pathlib
 import subprocess
 import sys

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The book's whole test suite (run by `make test`, which sets up .venv first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=_build/papermill
+mkdir -p "$out"
+
+echo "== 1/4 unit tests and notebook contracts (pytest)"
+python -m pytest tests -q
+
+echo "== 2/4 every chapter at the smoke preset (papermill, outputs in $out)"
+for nb in chapters/[0-9]*.ipynb; do
+  name=$(basename "$nb" .ipynb)
+  python -m papermill "$nb" "$out/$name.smoke.ipynb" -p PRESET smoke --cwd chapters --log-level WARNING
+done
+
+echo "== 3/4 nbval: every chapter as committed runs top to bottom (default preset, committed results)"
+python -m pytest --nbval-lax -q -p no:cacheprovider chapters/[0-9]*.ipynb status.ipynb
+
+echo "== 4/4 strict book build"
+jupyter-book build . -W -n --keep-going
