@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                     lr={"mlp": 0.0675, "cnn": 0.0675}, width={"mlp": 512, "cnn": 32},
                     n_snapshots=30),
         # 350 epochs, lr / 10 at epochs 116 and 233, full balanced train sets. The learning rates
-        # are taken from the grid (paper_lr_grid()[21] = 0.0659); rerun the sweep to refine them.
+        # are taken from the grid (paper_lr_grid()[21] = 0.094); rerun the sweep to refine them.
         "paper": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18", "vgg11"),
                       n_per_class=None, test_per_class=None, epochs=350,
                       lr={"resnet18": paper_lr_grid()[21], "vgg11": paper_lr_grid()[21]}, width={"resnet18": 64, "vgg11": 64},

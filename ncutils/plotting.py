@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-__all__ = ["STYLE", "use_style", "new_figure", "glue", "provenance_table", "mark_tpt"]
+__all__ = ["STYLE", "use_style", "new_figure", "glue", "provenance_table", "metric_panels"]
 
 STYLE = {
     "figure.dpi": 110, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
@@ -40,12 +40,6 @@ def glue(name: str, value, display: bool = False):
     return value
 
 
-def mark_tpt(ax, epoch, label: bool = True) -> None:
-    """Mark the onset of the terminal phase of training (first epoch with zero train error)."""
-    if epoch is not None:
-        ax.axvline(epoch, color="0.5", ls=":", lw=1, label="TPT onset" if label else None)
-
-
 def provenance_table(runs) -> "object":
     """A pandas DataFrame: one row per run with preset, device, commit, torch and wall time."""
     import pandas as pd
@@ -58,3 +52,36 @@ def provenance_table(runs) -> "object":
                      "wall time (min)": round(info["wall_seconds"] / 60, 1),
                      "finished": info["finished"], "config hash": info["config_hash"]})
     return pd.DataFrame(rows)
+
+
+ARCH_COLORS = {"mlp": "C0", "cnn": "C1", "resnet18": "C2", "vgg11": "C3"}
+
+
+def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: bool = True,
+                  tpt: dict | None = None, styles=("-", "--")):
+    """One panel per dataset, one colour per architecture, one line style per metric key.
+
+    ``histories`` maps ``(dataset, arch)`` to a history DataFrame; rows where a key is NaN (epochs
+    without a snapshot) are skipped; ``tpt`` maps ``(dataset, arch)`` to the TPT onset epoch.
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    datasets = list(dict.fromkeys(d for d, _ in histories))
+    fig, axes = new_figure(len(datasets), 1, width=3.4, height=2.7)
+    for ax, dataset in zip(axes[0], datasets):
+        for (ds, arch), hist in histories.items():
+            if ds != dataset:
+                continue
+            color = ARCH_COLORS.get(arch)
+            for key, style in zip(keys, styles):
+                part = hist[["epoch", key]].dropna()
+                label = arch if len(keys) == 1 else f"{arch}, {key.split('_')[-1]}"
+                ax.plot(part["epoch"], part[key], style, color=color, label=label, marker=".", ms=3)
+            if tpt and tpt.get((ds, arch)):
+                ax.axvline(tpt[(ds, arch)], color=color, ls=":", lw=1)
+        ax.set(title=dataset, xlabel="epoch", ylabel=ylabel)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+    axes[0][0].legend(loc="best")
+    return fig

@@ -27,7 +27,7 @@ from .metrics import EXTRA_KEYS, METRIC_KEYS, ClassStats, metrics_from_stats, nc
 from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
-           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS"]
+           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS", "tpt_summary"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -272,3 +272,24 @@ def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = Fa
                 experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
                 label=f"{dataset}-{arch}-s{seed}", force=force, device=device)
     return runs
+
+
+def tpt_summary(history) -> dict:
+    """Terminal-phase figures of one run's history (a DataFrame with the HISTORY_COLUMNS).
+
+    TPT onset is the first epoch with zero training error. NC1 "at onset" is the snapshot taken
+    that epoch (the loop always snapshots it).
+    """
+    zero = history[history["train_error"] == 0.0]
+    snaps = history.dropna(subset=["nc1"])
+    last = history.iloc[-1]
+    out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "nc1_at_tpt": float("nan"),
+           "nc1_end": float(snaps["nc1"].iloc[-1]), "ncc_mismatch_end": float(snaps["ncc_mismatch"].iloc[-1]),
+           "test_acc_at_tpt": float("nan"), "test_acc_end": 1.0 - float(last["test_error"]),
+           "train_error_end": float(last["train_error"])}
+    if len(zero):
+        onset = zero.iloc[0]
+        out.update(tpt_epoch=int(onset["epoch"]), nc1_at_tpt=float(onset["nc1"]),
+                   test_acc_at_tpt=1.0 - float(onset["test_error"]))
+    out["nc1_drop"] = out["nc1_at_tpt"] / out["nc1_end"]
+    return out
