@@ -7,7 +7,6 @@ BIN    := $(VENV)/bin
 ifneq ($(wildcard ../shared/data/MNIST),)
 export NCUTILS_DATA ?= $(abspath ../shared/data)
 endif
-export MPLBACKEND ?= Agg
 
 .PHONY: setup book test clean
 setup: $(VENV)/.installed

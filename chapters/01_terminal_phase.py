@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -81,7 +86,8 @@ for ax, dataset in zip(axes[0], cfg["datasets"]):
         ax.plot(hist["epoch"], hist["train_loss"], "--", color=color, label=f"{arch} loss")
         if tpt[(ds, arch)]:
             ax.axvline(tpt[(ds, arch)], color=color, ls=":", lw=1)
-    ax.set(title=dataset, xlabel="epoch", xscale="log", yscale="log", ylabel="train error / loss")
+    ax.set(title=plotting.DATASET_NAMES.get(dataset, dataset), xlabel="epoch", xscale="log",
+           yscale="log", ylabel="train error / loss")
 axes[0][0].legend()
 fig
 

@@ -27,6 +27,7 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.2, height: float
     """A figure of ``nrows x ncols`` panels, each ``width x height`` inches, in the book's style."""
     use_style()
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    plt.close(fig)  # shown once, as the cell's value, not again by the inline backend at cell end
     return fig, axes
 
 
@@ -55,6 +56,7 @@ def provenance_table(runs) -> "object":
 
 
 ARCH_COLORS = {"mlp": "C0", "cnn": "C1", "resnet18": "C2", "vgg11": "C3"}
+DATASET_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "camvid": "CamVid"}
 
 
 def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: bool = True,
@@ -78,7 +80,7 @@ def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: b
                 ax.plot(part["epoch"], part[key], style, color=color, label=label, marker=".", ms=3)
             if tpt and tpt.get((ds, arch)):
                 ax.axvline(tpt[(ds, arch)], color=color, ls=":", lw=1)
-        ax.set(title=dataset, xlabel="epoch", ylabel=ylabel)
+        ax.set(title=DATASET_NAMES.get(dataset, dataset), xlabel="epoch", ylabel=ylabel)
         if logx:
             ax.set_xscale("log")
         if logy:

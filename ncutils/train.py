@@ -7,7 +7,8 @@ so an interrupted run ends with the same numbers as an uninterrupted one (bitwis
 
 On a GPU the same loop takes the fast path: the dataset lives on the device as one tensor, batches
 are drawn by on-device indexing, convolutional models run channels_last under bf16 autocast, and
-collapse metrics are still accumulated in float64.
+collapse metrics are still accumulated in float64. ``config["compile"] = True`` also wraps the
+training forward pass in ``torch.compile`` (on a GPU only; a no-op on the CPU).
 """
 
 from __future__ import annotations
@@ -73,14 +74,15 @@ class TensorBatches:
 
 
 def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **overrides) -> dict:
-    """The flat config of one training run, picked out of an experiment preset."""
-    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs")}
-    for key in ("lr", "width"):
-        if isinstance(cfg.get(key), dict):
-            if arch not in cfg[key]:
-                raise ValueError(f"the preset has no {key} for arch {arch!r} (it has {sorted(cfg[key])})")
-            cfg[key] = cfg[key][arch]
-    cfg.update(dataset=dataset, arch=arch, seed=seed, **overrides)
+    """The flat config of one training run, picked out of an experiment preset.
+
+    A preset's ``per_arch`` dict holds each architecture's own settings (lr, width, data size...).
+    """
+    per_arch = experiment_cfg.get("per_arch", {})
+    if arch not in per_arch:
+        raise ValueError(f"the preset has no settings for arch {arch!r} (it has {sorted(per_arch)})")
+    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs", "per_arch")}
+    cfg.update(per_arch[arch], dataset=dataset, arch=arch, seed=seed, **overrides)
     return cfg
 
 
@@ -93,6 +95,8 @@ def _check_config(cfg: dict) -> None:
             raise ValueError(f"config[{key!r}] must be a positive integer, got {cfg[key]!r}")
     if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
         raise ValueError(f"config['lr'] must be a positive number, got {cfg['lr']!r}")
+    if not isinstance(cfg.get("compile", False), bool):
+        raise ValueError(f"config['compile'] must be True or False, got {cfg['compile']!r}")
 
 
 def save_checkpoint(path: Path | str, state: dict) -> None:
@@ -184,6 +188,8 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
     if progress is None:
         progress = os.environ.get("NCUTILS_PROGRESS", "1") != "0"
     model, x, y, xt, yt, k = _prepare(cfg, device)
+    # Compiled training forward shares the parameters; checkpoints keep the plain module's keys.
+    step_model = torch.compile(model) if cfg.get("compile") and device.type == "cuda" else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     milestones = [int(f * cfg["epochs"]) if isinstance(f, float) else int(f) for f in cfg["lr_milestones"]]
@@ -214,7 +220,7 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
         lr = opt.param_groups[0]["lr"]
         for xb, yb in batches.epoch(epoch):
             with _autocast(device, amp):
-                loss = F.cross_entropy(model(xb).float(), yb)
+                loss = F.cross_entropy(step_model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -222,14 +228,15 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
                                      f"lower config['lr'] = {cfg['lr']}")
-        err, tr_loss, stats, feats = _evaluate(model, x, y, k, device, amp, keep_features=True)
+        err, tr_loss, _, _ = _evaluate(model, x, y, k, device, amp, keep_features=False)
         test_err, test_loss, _, _ = _evaluate(model, xt, yt, k, device, amp, keep_features=False)
         row = {"epoch": epoch, "lr": lr, "train_error": err, "test_error": test_err,
                "train_loss": tr_loss, "test_loss": test_loss}
-        if epoch in snapshots or (err == 0.0 and tpt is None):
+        if epoch in snapshots or (err == 0.0 and tpt is None):  # NC metrics: one more pass
+            _, _, stats, feats = _evaluate(model, x, y, k, device, amp, keep_features=True)
             row.update(_nc_snapshot(model, stats, feats))
+            del stats, feats
         tpt = epoch if (err == 0.0 and tpt is None) else tpt
-        del stats, feats
         wall += time.perf_counter() - t0
         row["epoch_seconds"] = time.perf_counter() - t0
         history.append(row)

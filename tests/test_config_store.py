@@ -22,7 +22,7 @@ def test_paper_preset_follows_the_published_protocol():
     assert [int(f * cfg["epochs"]) for f in cfg["lr_milestones"]] == [116, 233]
     grid = config.paper_lr_grid()
     assert len(grid) == 25 and grid[0] == pytest.approx(1e-4) and grid[-1] == pytest.approx(0.25)
-    assert all(any(lr == pytest.approx(g) for g in grid) for lr in cfg["lr"].values())
+    assert all(any(a["lr"] == pytest.approx(g) for g in grid) for a in cfg["per_arch"].values())
 
 
 def test_config_hash_is_stable_and_order_free():

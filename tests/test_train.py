@@ -98,6 +98,6 @@ def test_bad_run_configs_are_refused(real_data, tmp_path):
     with pytest.raises(ValueError, match="classifier"):
         cfg = tiny_config(classifier="frozen")
         train.train(Run("t", "smoke", cfg, root=tmp_path), cfg, progress=False)
-    with pytest.raises(ValueError, match="no lr for arch"):
+    with pytest.raises(ValueError, match="no settings for arch"):
         train.run_config(config.get_preset("terminal_phase", "smoke"), "mnist", "vgg11")
     assert math.isfinite(tiny_config()["lr"])
