@@ -186,11 +186,16 @@ def load_or_run(experiment: str, preset: str, config: dict, fn: Callable[[Run], 
     """Return the complete run for this config, running ``fn(run)`` first if there is none.
 
     ``fn`` writes tables/arrays into the run (and may resume from its own checkpoint there) and
-    returns a JSON-able summary. ``force=True`` reruns even when a complete run exists.
+    returns a JSON-able summary. ``force=True`` reruns even when a complete run exists. With
+    ``NCUTILS_REQUIRE_RESULTS=1`` (CI) a missing non-smoke run is an error instead of a long run.
     """
     run = Run(experiment, preset, config, label)
     if run.complete and not force:
         return run
+    if preset != "smoke" and os.environ.get("NCUTILS_REQUIRE_RESULTS") == "1":
+        raise RuntimeError(f"no complete results for {experiment!r} at preset {preset!r} in {run.path}, "
+                           "and NCUTILS_REQUIRE_RESULTS=1 forbids computing them here (CI renders "
+                           "committed results only); run the chapter or scripts/run_experiment.py first")
     if force and run.complete:
         (run.path / "run.json").unlink()
     start, commit = time.perf_counter(), _git_commit()

@@ -14,6 +14,8 @@ for nb in chapters/[0-9]*.ipynb; do
   python -m papermill "$nb" "$out/$name.smoke.ipynb" -p PRESET smoke --cwd chapters --log-level WARNING
 done
 
+# From here on, chapters render committed results: a missing cpu/paper run is an error, not a retrain.
+export NCUTILS_REQUIRE_RESULTS=1
 echo "== 3/4 nbval: every chapter as committed runs top to bottom (default preset, committed results)"
 python -m pytest --nbval-lax -q -p no:cacheprovider chapters/[0-9]*.ipynb status.ipynb
 

@@ -87,3 +87,10 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         store.atomic_write(target, 123)  # not bytes/str: the old file must survive untouched
     assert target.read_text() == "one"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_ci_guard_refuses_to_compute_missing_results(results_dir, monkeypatch):
+    monkeypatch.setenv("NCUTILS_REQUIRE_RESULTS", "1")
+    with pytest.raises(RuntimeError, match="NCUTILS_REQUIRE_RESULTS=1"):
+        store.load_or_run("exp", "cpu", {"lr": 0.3}, lambda r: {})
+    assert store.load_or_run("exp", "smoke", {"lr": 0.3}, lambda r: {}).complete
