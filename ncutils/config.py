@@ -47,6 +47,73 @@ PRESETS: dict[str, dict[str, dict]] = {
                       per_arch={a: dict(lr=paper_lr_grid()[21], width=64, n_per_class=None)
                                 for a in ("resnet18", "vgg11")}),
     },
+    # Chapter 3: fix the classifier to a simplex ETF and set d = K (Zhu et al. 2021), measured.
+    # Four variants of ResNet18: learned vs fixed-ETF classifier x default d (8 x width) vs d = K = 10
+    # (only the last residual block changes); the first variant is the baseline. `memory` is the
+    # one-step memory measurement (python -m ncutils.memory). Training protocol: SGD lr 0.05,
+    # momentum 0.9, wd 5e-4, batch 128, lr x 0.1 every 40 of 200 epochs (cpu: every 10 of 50).
+    "fixed_etf": {
+        "smoke": dict(_PAPYAN, datasets=("mnist",), archs=("resnet18",),
+                      variants=({"classifier": "learned", "feature_dim": None},
+                                {"classifier": "etf", "feature_dim": None},
+                                {"classifier": "learned", "feature_dim": 10},
+                                {"classifier": "etf", "feature_dim": 10}),
+                      n_per_class=5, test_per_class=5, epochs=2, lr_milestones=(1,), n_snapshots=2,
+                      per_arch={"resnet18": dict(lr=0.05, width=2)},
+                      memory=dict(arch="resnet18", width=4, batch_sizes=(4, 16), inputs=((1, 28),),
+                                  num_classes=10, warmup_steps=1)),
+        # Training at CPU scale: ResNet18 narrowed to width 8 (d = 64 by default), 100 images per
+        # class, 50 epochs. Memory: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
+        "cpu": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
+                    variants=({"classifier": "learned", "feature_dim": None},
+                              {"classifier": "etf", "feature_dim": None},
+                              {"classifier": "learned", "feature_dim": 10},
+                              {"classifier": "etf", "feature_dim": 10}),
+                    n_per_class=100, test_per_class=100, epochs=50, lr_milestones=(10, 20, 30, 40),
+                    n_snapshots=15, per_arch={"resnet18": dict(lr=0.05, width=8)},
+                    memory=dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
+                                inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)),
+        "paper": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
+                      variants=({"classifier": "learned", "feature_dim": None},
+                                {"classifier": "etf", "feature_dim": None},
+                                {"classifier": "learned", "feature_dim": 10},
+                                {"classifier": "etf", "feature_dim": 10}),
+                      n_per_class=None, test_per_class=None, epochs=200,
+                      lr_milestones=(40, 80, 120, 160), n_snapshots=30,
+                      per_arch={"resnet18": dict(lr=0.05, width=64)},
+                      memory=dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
+                                  inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)),
+    },
+    # Chapter 2: the landscape of the unconstrained features model (Zhu et al. 2021). (K, n, d) is
+    # the main problem (d > K, as Theorem 3.2 needs); `hess` the instance for the dense Hessian
+    # table and the slices, `lanczos` a larger one whose Hessian is only touched through
+    # Hessian-vector products; `sweep_kc` are values of K sqrt(n lambda_W lambda_H) (the
+    # minimizer is 0 above 1), `sweep_ratios` values of lambda_W / lambda_H. `paper`: K = 10 and
+    # d = 512 (ResNet18 features on CIFAR10) with n = 5000 images a class and weight decay 5e-4.
+    "ufm": {
+        "smoke": dict(K=3, n=2, d=5, lambda_W=5e-3, lambda_H=5e-3, lambda_b=5e-3,
+                      path_init_scales=(1.0, 1e-3), path_seeds=1, path_points=15, gd_lr=5.0,
+                      gd_max_iter=300, sweep_kc=(0.2, 0.6, 1.5), sweep_ratios=(1.0,),
+                      n_seeds=4, gd_seeds=1, seed_init_scales=(1e-3, 0.1, 1.0, 3.0),
+                      hess=dict(K=3, n=2, d=5), lanczos=dict(K=3, n=5, d=5), slice_points=11,
+                      dims=(1, 2, 5), dim_seeds=2),
+        "cpu": dict(K=10, n=20, d=12, lambda_W=5e-3, lambda_H=5e-3, lambda_b=5e-3,
+                    path_init_scales=(1.0, 1e-3), path_seeds=3, path_points=80, gd_lr=5.0,
+                    gd_max_iter=5000,
+                    sweep_kc=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0),
+                    sweep_ratios=(0.1, 1.0, 10.0), n_seeds=50, gd_seeds=10,
+                    seed_init_scales=(1e-3, 0.1, 1.0, 3.0), hess=dict(K=10, n=20, d=12),
+                    lanczos=dict(K=10, n=100, d=20), slice_points=41,
+                    dims=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12), dim_seeds=6),
+        "paper": dict(K=10, n=5000, d=512, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4,
+                      path_init_scales=(1.0, 1e-3), path_seeds=3, path_points=100, gd_lr=5.0,
+                      gd_max_iter=100_000,
+                      sweep_kc=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0),
+                      sweep_ratios=(0.1, 1.0, 10.0), n_seeds=100, gd_seeds=20,
+                      seed_init_scales=(1e-3, 0.1, 1.0, 3.0), hess=dict(K=10, n=20, d=12),
+                      lanczos=dict(K=10, n=5000, d=512), slice_points=81,
+                      dims=(1, 2, 3, 5, 8, 9, 10, 12, 64, 512), dim_seeds=10),
+    },
 }
 
 

@@ -142,12 +142,13 @@ def etf_optimum(K: int, n: int, d: int, lambda_W: float, lambda_H: float, seed: 
 # ----------------------------------------------------------------------------- solvers
 def init(K: int, n: int, d: int, seed: int = 0, scale: float = 1.0, dtype=torch.float64,
          device=None) -> Triple:
-    """Random (W, H, b) with i.i.d. N(0, scale^2) entries, reproducible for a seed."""
+    """Random (W, H, b), i.i.d. N(0, scale^2 / d) entries (rows of W and columns of H have norm
+    about ``scale`` whatever d), reproducible for a seed."""
     K, n, d = _sizes(K, n, d)
-    scale = _nonneg(scale, "scale")
+    std = _nonneg(scale, "scale") / math.sqrt(d)
     gen = torch.Generator().manual_seed(_int(seed, "seed", 0))
     shapes = ((K, d), (d, n * K), (K,))
-    return tuple((scale * torch.randn(s, generator=gen, dtype=torch.float64)).to(dtype=dtype, device=device)
+    return tuple((std * torch.randn(s, generator=gen, dtype=torch.float64)).to(dtype=dtype, device=device)
                  for s in shapes)
 
 
@@ -185,11 +186,10 @@ def _solve(K, n, d, lams, seed, method, init_scale, lr, max_iter, tol, dtype, de
 
     report(0)
     if method == "lbfgs":
-        # One L-BFGS iteration per step() when a callback wants every iterate (state persists).
-        per_step = 1 if callback is not None else max_iter
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=per_step, max_eval=per_step * 5 // 2 + 5,
-                                tolerance_grad=tol, tolerance_change=0.0, history_size=50,
-                                line_search_fn="strong_wolfe")
+        # One iteration per step() (the L-BFGS memory persists across steps), so that every
+        # iterate is reported and a stall at machine precision ends the run.
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=25, tolerance_grad=tol,
+                                tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
@@ -197,14 +197,15 @@ def _solve(K, n, d, lams, seed, method, init_scale, lr, max_iter, tol, dtype, de
             loss.backward()
             return loss
 
-        it = 0
-        while it < max_iter:
-            opt.step(closure)
-            done = opt.state[opt._params[0]]["n_iter"]
-            it, before = done, it
-            report(it)
-            if it == before or max(float(p.grad.abs().max()) for p in params) <= tol:
+        it, best, stalls = 0, math.inf, 0
+        while it < max_iter and stalls < 3:
+            loss = float(opt.step(closure).detach())  # f at the iterate this step started from
+            before, it = it, opt.state[params[0]]["n_iter"]
+            if it == before:  # converged: max |gradient| <= tol at the start of this step
                 break
+            report(it)
+            stalls = stalls + 1 if loss >= best else 0
+            best = min(best, loss)
     else:
         for it in range(1, max_iter + 1):
             grads = torch.autograd.grad(loss_fn(), params)
@@ -229,7 +230,7 @@ def fit(K: int, n: int, d: int, lambda_W: float, lambda_H: float, lambda_b: floa
     ``method``: ``"lbfgs"`` (strong-Wolfe line search) or ``"gd"`` (full-batch gradient descent
     with step ``lr``). Stops when max |gradient entry| <= ``tol`` or after ``max_iter`` iterations.
     ``callback(it, W, H, b)`` is called at iteration 0 and after every iteration; ``start``
-    replaces the random initialization (entries N(0, init_scale^2) drawn from ``seed``).
+    replaces the random initialization (:func:`init` with ``seed`` and ``init_scale``).
     """
     K, n, d = _sizes(K, n, d)
     lams = _lambdas(lambda_W, lambda_H, lambda_b)
@@ -255,13 +256,13 @@ def symmetric_critical_point(K: int, n: int, d: int, lambda_W: float, lambda_H: 
     K, n, d = _sizes(K, n, d)
     lams = _lambdas(lambda_W, lambda_H, lambda_b)
     rank = d if rank is None else _int(rank, "rank", 1)
+    groups = list(range(K)) if groups is None else groups
     if rank > d:
         raise ValueError(f"rank must be <= d = {d}, got {rank}")
-    if groups is not None:
-        groups = [_int(g, "groups", 0) for g in groups]
-        if len(groups) != K or sorted(set(groups)) != list(range(max(groups) + 1)):
-            raise ValueError(f"groups must give one label per class (K = {K}) using every label "
-                             f"0..G-1, got {groups}")
+    groups = [_int(g, "groups", 0) for g in groups]
+    if len(groups) != K or sorted(set(groups)) != list(range(max(groups) + 1)):
+        raise ValueError(f"groups must give one label per class (K = {K}) using every label "
+                         f"0..G-1, got {groups}")
     kw = dict(method="lbfgs", init_scale=1.0, lr=1.0, max_iter=10_000, tol=1e-10,
               dtype=torch.float64, device=None, callback=None, start=None)
     unknown = set(solver) - set(kw)
@@ -299,12 +300,14 @@ def gradient_norm(W, H, b, lambda_W, lambda_H, lambda_b) -> float:
 
 
 def hessian_eigs(W, H, b, lambda_W, lambda_H, lambda_b, k: int = 6, which: str = "smallest",
-                 dense_max: int = 3000, tol: float = 1e-10, seed: int = 0) -> np.ndarray:
+                 dense_max: int = 3000, tol: float = 1e-10, seed: int = 0, vectors: bool = False):
     """The ``k`` smallest (or largest) eigenvalues of the Hessian of f at (W, H, b), ascending.
 
-    Dense (``torch.func.hessian`` + ``eigvalsh``) when the number of parameters Kd + dN + K is at
-    most ``dense_max``; otherwise Lanczos (``scipy.sparse.linalg.eigsh``) on Hessian-vector
-    products (forward-over-reverse ``torch.func.jvp`` of ``torch.func.grad``), never forming it.
+    Dense (``torch.func.hessian`` + ``eigh``) when the number of parameters Kd + dN + K is at
+    most ``dense_max``; otherwise Lanczos (``scipy.sparse.linalg.eigsh``, tolerance ``tol``) on
+    Hessian-vector products (forward-over-reverse ``torch.func.jvp`` of ``torch.func.grad``),
+    never forming the Hessian. With ``vectors=True`` returns ``(values, vectors)``, the
+    eigenvectors as the columns of a (parameters x k) array in :func:`pack` order.
     """
     K, n, d = _shapes(W, H, b)
     lams = _lambdas(lambda_W, lambda_H, lambda_b)
@@ -317,19 +320,23 @@ def hessian_eigs(W, H, b, lambda_W, lambda_H, lambda_b, k: int = 6, which: str =
         raise ValueError(f"k must be <= the number of parameters {size}, got {k}")
     fun = _flat_f(K, n, d, lams)
     if size <= _int(dense_max, "dense_max", 0):
-        eig = torch.linalg.eigvalsh(torch.func.hessian(fun)(theta)).cpu().numpy()
-        return eig[:k] if which == "smallest" else eig[-k:]
-    from scipy.sparse.linalg import LinearOperator, eigsh
+        vals, vecs = torch.linalg.eigh(torch.func.hessian(fun)(theta))
+        keep = slice(0, k) if which == "smallest" else slice(size - k, size)
+        vals, vecs = vals[keep].cpu().numpy(), vecs[:, keep].cpu().numpy()
+    else:
+        from scipy.sparse.linalg import LinearOperator, eigsh
 
-    grad = torch.func.grad(fun)
+        grad = torch.func.grad(fun)
 
-    def matvec(v):
-        v = torch.as_tensor(np.ascontiguousarray(v).reshape(-1), dtype=torch.float64,
-                            device=theta.device)
-        return torch.func.jvp(grad, (theta,), (v,))[1].cpu().numpy()
+        def matvec(v):
+            v = torch.as_tensor(np.ascontiguousarray(v).reshape(-1), dtype=torch.float64,
+                                device=theta.device)
+            return torch.func.jvp(grad, (theta,), (v,))[1].cpu().numpy()
 
-    op = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(size)
-    vals = eigsh(op, k=k, which="SA" if which == "smallest" else "LA", tol=tol, v0=v0,
-                 ncv=min(size, max(2 * k + 1, 40)), return_eigenvectors=False)
-    return np.sort(vals)
+        op = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+        v0 = np.random.default_rng(seed).standard_normal(size)
+        vals, vecs = eigsh(op, k=k, which="SA" if which == "smallest" else "LA", tol=tol, v0=v0,
+                           ncv=min(size, max(2 * k + 1, 40)))
+        order = np.argsort(vals)
+        vals, vecs = vals[order], vecs[:, order]
+    return (vals, vecs) if vectors else vals
