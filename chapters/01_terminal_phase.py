@@ -52,8 +52,10 @@ from ncutils import config, plotting, store, train
 
 EXPERIMENT = "terminal_phase"
 cfg = config.get_preset(EXPERIMENT, PRESET)
-print(f"preset {PRESET!r}: datasets {cfg['datasets']}, architectures {cfg['archs']}, "
-      f"{cfg['epochs']} epochs, {cfg['n_per_class'] or 'all'} training images per class")
+pd.DataFrame([{"architecture": arch, "learning rate": a["lr"], "width": a["width"],
+               "train images per class": a["n_per_class"] or "all (balanced)",
+               "epochs": cfg["epochs"], "batch": cfg["batch_size"]}
+              for arch, a in cfg["per_arch"].items() if arch in cfg["archs"]])
 
 # %% [markdown]
 # ## The runs

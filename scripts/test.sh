@@ -9,10 +9,7 @@ echo "== 1/4 unit tests and notebook contracts (pytest)"
 python -m pytest tests -q
 
 echo "== 2/4 every chapter at the smoke preset (papermill, outputs in $out)"
-for nb in chapters/[0-9]*.ipynb; do
-  name=$(basename "$nb" .ipynb)
-  python -m papermill "$nb" "$out/$name.smoke.ipynb" -p PRESET smoke --cwd chapters --log-level WARNING
-done
+bash scripts/run_chapters.sh smoke "$out"
 
 # From here on, chapters render committed results: a missing cpu/paper run is an error, not a retrain.
 export NCUTILS_REQUIRE_RESULTS=1
