@@ -121,7 +121,6 @@ FORCE_RUN = False
 
 # %%
 import math
-import time
 
 import numpy as np
 import torch
@@ -129,10 +128,9 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import MaxNLocator
 
 from ncutils import config, store, ufm
-from ncutils.metrics import collapse_metrics
 from ncutils.plotting import glue, new_figure, provenance_table
 
-cfg = config.get_preset("ufm", PRESET)
+cfg = dict(config.get_preset("ufm", PRESET), seed=SEED)  # the seed is part of the config hash
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 K, n, d = cfg["K"], cfg["n"], cfg["d"]
 LAMS = (cfg["lambda_W"], cfg["lambda_H"], cfg["lambda_b"])
@@ -144,8 +142,15 @@ print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sq
 # %% [markdown]
 # ## The computations
 #
-# One run computes everything below and stores small tables and arrays; building the book loads
-# the committed `cpu` results (under `data/results/ufm/`) instead of recomputing them.
+# One call, `ncutils.ufm.landscape_experiment(run, cfg, device=...)`, computes everything below
+# and stores it in the run as seven small tables and arrays: collapse along gradient-descent paths
+# (`path`), the solver against the closed form (`sweep`), many random starts (`seeds`), Hessian
+# spectra at critical points (`hessian`), Lanczos on a larger instance (`lanczos`), two slices of
+# the landscape (`slices`) and feature dimensions below $K-1$ (`dims`). The seed offsets every
+# random start and is part of the config, so results for different seeds never share a directory;
+# the device is not, since it changes the speed and at most the last digits, not the experiment.
+# Building the book loads the committed `cpu` results (under `data/results/ufm/`) instead of
+# recomputing them.
 #
 # **Constructed critical points.** Besides the origin, two families of non-global critical
 # points come from the symmetries of $f$. Swapping two classes together with their samples leaves
@@ -160,196 +165,8 @@ print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sq
 # not assumed, to be zero.
 
 # %%
-def _record(W, H, b, lams, f_star):
-    """Objective gap, gradient norm and NC metrics of one point (K, n taken from its shape)."""
-    K_, n_ = W.shape[0], H.shape[1] // W.shape[0]
-    out = {"gap": float(ufm.objective(W, H, b, *lams)) - f_star,
-           "grad_norm": ufm.gradient_norm(W, H, b, *lams),
-           "w_norm_sq": float(W.square().sum(1).mean()), "w_norm_sq_spread": float(W.square().sum(1).std())}
-    if float(W.norm()) > 1e-8:
-        out["s"] = float(H.norm(dim=0).mean() / W.norm(dim=1).mean())
-        out.update(collapse_metrics(H.T, ufm.labels(K_, n_, device=W.device), W, b))
-    return out
-
-
-def _theta(point):
-    return ufm.pack(*point).detach().cpu()
-
-
-def compute(run):
-    threads = torch.get_num_threads()
-    if DEVICE == "cpu":
-        torch.set_num_threads(1)  # tiny problems: one thread beats oversubscribing a shared CPU
-    try:
-        return _compute(run)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _compute(run):
-    dev = dict(device=DEVICE)
-    summary, timings = {}, {}
-    y = ufm.labels(K, n, device=DEVICE)
-
-    # 1. Collapse along gradient-descent paths, from ordinary and from near-zero starts.
-    start = time.perf_counter()
-    marks = set(config.snapshot_epochs(cfg["gd_max_iter"], cfg["path_points"])) | {0}
-    rows = []
-    for scale in cfg["path_init_scales"]:
-        for seed in range(cfg["path_seeds"]):
-            def log(it, W, H, b, scale=scale, seed=seed):
-                if it in marks:
-                    rows.append({"init_scale": scale, "seed": seed, "iteration": it,
-                                 "gap": float(ufm.objective(W, H, b, *LAMS)) - F_STAR,
-                                 **collapse_metrics(H.T, y, W, b)})
-            ufm.fit(K, n, d, *LAMS, seed=SEED + seed, method="gd", lr=cfg["gd_lr"],
-                    init_scale=scale, max_iter=cfg["gd_max_iter"], callback=log, **dev)
-    run.save_table("path", rows)
-    timings["path"] = time.perf_counter() - start
-
-    # 2. Solver against the closed form over a sweep of (lambda_W, lambda_H).
-    start = time.perf_counter()
-    rows = []
-    for ratio in cfg["sweep_ratios"]:
-        for kc in cfg["sweep_kc"]:
-            c = kc / K
-            lw, lh = c / math.sqrt(n) * math.sqrt(ratio), c / math.sqrt(n) / math.sqrt(ratio)
-            point = ufm.fit(K, n, d, lw, lh, LAMS[2], seed=SEED, **dev)
-            a, s = ufm.closed_form_optimum(K, n, lw, lh)
-            rec = _record(*point, (lw, lh, LAMS[2]), ufm.global_min_value(K, n, lw, lh))
-            rows.append({"ratio": ratio, "kc": kc, "lambda_W": lw, "lambda_H": lh,
-                         "closed_w_norm_sq": a, "closed_s": s, **rec,
-                         "rel_a": abs(rec["w_norm_sq"] - a) / a if a > 0 else math.nan,
-                         "rel_s": abs(rec["s"] - s) / s if a > 0 else math.nan})
-    run.save_table("sweep", rows)
-    timings["sweep"] = time.perf_counter() - start
-
-    # 3. Many random starts: does every run end at the global minimum?
-    start = time.perf_counter()
-    rows = []
-    for method, count in (("lbfgs", cfg["n_seeds"]), ("gd", cfg["gd_seeds"])):
-        for seed in range(count):
-            scale = cfg["seed_init_scales"][seed % len(cfg["seed_init_scales"])]
-            tic = time.perf_counter()
-            point = ufm.fit(K, n, d, *LAMS, seed=SEED + seed, method=method, lr=cfg["gd_lr"],
-                            init_scale=scale, max_iter=cfg["gd_max_iter"] if method == "gd" else 10_000,
-                            **dev)
-            rec = _record(*point, LAMS, F_STAR)
-            rows.append({"method": method, "seed": seed, "init_scale": scale,
-                         "seconds": time.perf_counter() - tic, **rec,
-                         "rel_a": abs(rec["w_norm_sq"] - A_STAR) / A_STAR})
-    run.save_table("seeds", rows)
-    timings["seeds"] = time.perf_counter() - start
-
-    # 4. Hessian spectra at critical points (dense when small enough, else Lanczos).
-    start = time.perf_counter()
-    Kh, nh, dh = (cfg["hess"][key] for key in ("K", "n", "d"))
-    f_h = ufm.global_min_value(Kh, nh, *LAMS[:2])
-    z = dict(dtype=torch.float64, device=DEVICE)
-    tie = lambda m: [0] * m + list(range(1, Kh - m + 1))  # noqa: E731 - first m classes tied
-    points = {"origin": (torch.zeros(Kh, dh, **z), torch.zeros(dh, nh * Kh, **z), torch.zeros(Kh, **z)),
-              "global (solver)": ufm.fit(Kh, nh, dh, *LAMS, seed=SEED, **dev),
-              "global (closed form)": ufm.etf_optimum(Kh, nh, dh, *LAMS[:2], seed=SEED, device=DEVICE),
-              "2 classes tied": ufm.symmetric_critical_point(Kh, nh, dh, *LAMS, groups=tie(2), seed=SEED, **dev)}
-    if Kh >= 4:
-        points["2 pairs tied"] = ufm.symmetric_critical_point(
-            Kh, nh, dh, *LAMS, groups=[0, 0, 1, 1] + list(range(2, Kh - 2)), seed=SEED, **dev)
-        points["3 classes tied"] = ufm.symmetric_critical_point(Kh, nh, dh, *LAMS, groups=tie(3),
-                                                                seed=SEED, **dev)
-    for r in sorted({1, Kh // 2, Kh - 2} - {0}):
-        points[f"rank {r}"] = ufm.symmetric_critical_point(Kh, nh, dh, *LAMS, rank=r, seed=SEED, **dev)
-    size = Kh * dh + dh * nh * Kh + Kh
-    k = size if size <= 3000 else 8
-    rows, eigs = [], {}
-    for name, point in points.items():
-        eigs[name] = vals = ufm.hessian_eigs(*point, *LAMS, k=k)
-        rows.append({"point": name, **{key: v for key, v in _record(*point, LAMS, f_h).items()
-                                       if key in ("gap", "grad_norm", "w_norm_sq")},
-                     "min_eig": vals[0], "n_negative": int((vals < -1e-8).sum()),
-                     "n_zero": int((abs(vals) <= 1e-8).sum()), "max_eig": float(vals[-1]) if k == size else math.nan})
-    run.save_table("hessian", rows)
-    run.save_arrays("hessian", names=np.array(list(eigs)), eigs=np.stack([v[:12] for v in eigs.values()]))
-    timings["hessian"] = time.perf_counter() - start
-
-    # 5. Lanczos on a larger instance, never forming its Hessian; cross-check against dense.
-    start = time.perf_counter()
-    Kl, nl, dl = (cfg["lanczos"][key] for key in ("K", "n", "d"))
-    zl = (torch.zeros(Kl, dl, **z), torch.zeros(dl, nl * Kl, **z), torch.zeros(Kl, **z))
-    big = {"origin": zl,
-           "2 classes tied": ufm.symmetric_critical_point(Kl, nl, dl, *LAMS, groups=[0] + list(range(Kl - 1)),
-                                                          seed=SEED, **dev),
-           f"rank {Kl - 2}": ufm.symmetric_critical_point(Kl, nl, dl, *LAMS, rank=Kl - 2, seed=SEED, **dev)}
-    rows = []
-    for name, point in big.items():
-        tic = time.perf_counter()
-        vals = ufm.hessian_eigs(*point, *LAMS, k=3, dense_max=0, tol=1e-8)
-        rows.append({"point": name, "K": Kl, "n": nl, "d": dl, "parameters": Kl * dl + dl * nl * Kl + Kl,
-                     "grad_norm": ufm.gradient_norm(*point, *LAMS), "min_eig": vals[0],
-                     "seconds": time.perf_counter() - tic,
-                     "gap": float(ufm.objective(*point, *LAMS)) - ufm.global_min_value(Kl, nl, *LAMS[:2])})
-    check = ufm.hessian_eigs(*points["2 classes tied"], *LAMS, k=3, dense_max=0, tol=1e-8)
-    rows.append({"point": "2 classes tied (dense check)", "K": Kh, "n": nh, "d": dh, "parameters": size,
-                 "grad_norm": math.nan, "min_eig": check[0], "seconds": math.nan,
-                 "dense_min_eig": eigs["2 classes tied"][0], "gap": math.nan,
-                 "abs_diff": float(np.abs(check - eigs["2 classes tied"][:3]).max())})
-    run.save_table("lanczos", rows)
-    timings["lanczos"] = time.perf_counter() - start
-
-    # 6. Two 2-D slices of the landscape (on the Hessian instance).
-    start = time.perf_counter()
-    glob, tied = _theta(points["global (solver)"]), _theta(points["2 classes tied"])
-    u = glob / glob.norm()
-    v = tied - (tied @ u) * u
-    v = v / v.norm()
-    radius = 1.25 * max(float(glob.norm()), float(tied.norm()))
-    grid = np.linspace(-radius, radius, cfg["slice_points"])
-    bottom, neg = ufm.hessian_eigs(*points["2 classes tied"], *LAMS, k=1, vectors=True)
-    top, pos = ufm.hessian_eigs(*points["2 classes tied"], *LAMS, k=1, which="largest", vectors=True)
-    neg, pos = torch.as_tensor(neg[:, 0]), torch.as_tensor(pos[:, 0])
-    lam_neg, lam_pos = bottom[0], top[0]
-    # Steps along which the quadratic model changes f by -/+ half the saddle's gap to f*.
-    change = 0.5 * (float(ufm.objective(*points["2 classes tied"], *LAMS)) - f_h)
-    unit = np.linspace(-1, 1, cfg["slice_points"])
-    along_neg, along_pos = unit * math.sqrt(2 * change / -lam_neg), unit * math.sqrt(2 * change / lam_pos)
-
-    def values(center, e1, e2, coords1, coords2):
-        out = np.empty((len(coords2), len(coords1)))
-        for i, beta in enumerate(coords2):
-            for j, alpha in enumerate(coords1):
-                theta = (center + alpha * e1 + beta * e2).to(DEVICE)
-                out[i, j] = float(ufm.objective(*ufm.unpack(theta, Kh, nh, dh), *LAMS))
-        return out
-
-    run.save_arrays("slices", grid=grid, plane=values(torch.zeros_like(u), u, v, grid, grid),
-                    marks=np.array([[float(glob @ u), float(glob @ v)], [float(tied @ u), float(tied @ v)]]),
-                    along_neg=along_neg, along_pos=along_pos, f_star=f_h, neg_eig=lam_neg, pos_eig=lam_pos,
-                    saddle=values(tied, neg, pos, along_neg, along_pos))
-    timings["slices"] = time.perf_counter() - start
-
-    # 7. d < K - 1: no ETF fits.
-    start = time.perf_counter()
-    rows, geometry = [], {}
-    for dim in cfg["dims"]:
-        found = {}
-        for seed in range(cfg["dim_seeds"]):
-            point = ufm.fit(K, n, dim, *LAMS, seed=SEED + seed, **dev)
-            rec = _record(*point, LAMS, F_STAR)
-            key = round(rec["gap"], 7)
-            if key not in found:  # below K-1: Hessian at one point of each distinct final value
-                found[key] = ufm.hessian_eigs(*point, *LAMS, k=1)[0] if dim < K - 1 else math.nan
-                if dim == 2 and (not geometry or rec["gap"] < geometry["gap"]):
-                    geometry = {"W": point[0].cpu().numpy(), "H": point[1].cpu().numpy(), "gap": rec["gap"]}
-            rows.append({"d": dim, "seed": seed, "min_eig": found[key], **rec})
-    run.save_table("dims", rows)
-    if geometry:
-        run.save_arrays("dim2", W=geometry["W"], means=geometry["H"].reshape(2, K, n).mean(2).T)
-    timings["dims"] = time.perf_counter() - start
-    summary.update({"f_star": F_STAR, "w_norm_sq": A_STAR, "s": S_STAR,
-                    "seconds": {key: round(v, 1) for key, v in timings.items()}})
-    return summary
-
-
-run = store.load_or_run("ufm", PRESET, cfg, compute, label="landscape", force=FORCE_RUN)
+run = store.load_or_run("ufm", PRESET, cfg, lambda r: ufm.landscape_experiment(r, cfg, device=DEVICE),
+                        label="landscape", force=FORCE_RUN)
 print(run.info["summary"]["seconds"])
 provenance_table([run])
 

@@ -162,16 +162,17 @@ def _positive_int(name, value):
 
 def build_model(arch: str, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                 width: Optional[int] = None, feature_dim: Optional[int] = None,
-                classifier: Optional[nn.Module] = None, stem: str = "cifar",
-                depth: Optional[int] = None) -> NCModel:
+                classifier="learned", stem: str = "cifar", depth: Optional[int] = None,
+                etf_bias: bool = False) -> NCModel:
     """Build an :class:`NCModel`.
 
     arch: "mlp" (``depth`` hidden layers, default 3, of ``width`` 512), "cnn" (4 conv blocks of
     width, 2w, 4w, 4w channels, width 32), "resnet18" (stage widths w..8w, width 64, ``stem``
     "cifar" = 3x3 stride 1 or "imagenet" = 7x7 stride 2 + max-pool), "vgg11" (VGG11-BN, width 64,
     inputs under 32 px zero-padded to 32). ``feature_dim`` sets the width of the last feature layer
-    (for resnet18 only the last block changes). ``classifier``: a module with ``.weight`` K x d
-    used instead of ``nn.Linear(d, num_classes)``.
+    (for resnet18 only the last block changes). ``classifier``: "learned" (``nn.Linear(d, K)`` with
+    bias), "etf" (a fixed simplex-ETF :class:`ncutils.etf.ETFClassifier`, learnable bias only if
+    ``etf_bias``), or any module with a ``.weight`` of shape K x d.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
@@ -193,8 +194,14 @@ def build_model(arch: str, num_classes: int = 10, in_channels: int = 1, input_si
     else:
         backbone = _vgg11(in_channels, input_size, width, d)
 
-    if classifier is None:
+    if classifier in (None, "learned"):
         classifier = nn.Linear(d, num_classes)
+    elif classifier == "etf":
+        from .etf import ETFClassifier
+
+        classifier = ETFClassifier(d, num_classes, bias=etf_bias)
+    elif isinstance(classifier, str):
+        raise ValueError(f"classifier must be 'learned', 'etf' or an nn.Module, got {classifier!r}")
     else:
         shape = tuple(getattr(getattr(classifier, "weight", None), "shape", ()))
         if shape != (num_classes, d):

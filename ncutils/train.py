@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from . import config as _config
-from .etf import ETFClassifier
 from .metrics import EXTRA_KEYS, METRIC_KEYS, ClassStats, metrics_from_stats, ncc_mismatch_count
 from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
-           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS", "tpt_summary"]
+           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS", "tpt_summary", "variant_label"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -161,12 +160,12 @@ def _prepare(cfg: dict, device: torch.device):
                            seed=cfg["seed"])
     k = int(y.max()) + 1
     torch.manual_seed(cfg["seed"])
+    classifier = cfg.get("classifier", "learned")
+    if classifier not in ("learned", "etf"):
+        raise ValueError(f"config['classifier'] must be 'learned' or 'etf', got {classifier!r}")
     model = models.build_model(cfg["arch"], num_classes=k, in_channels=x.shape[1], input_size=x.shape[-1],
-                               width=cfg.get("width"), feature_dim=cfg.get("feature_dim"))
-    if cfg.get("classifier", "learned") == "etf":
-        model.classifier = ETFClassifier(model.feature_dim, k, bias=cfg.get("etf_bias", False))
-    elif cfg.get("classifier", "learned") != "learned":
-        raise ValueError(f"config['classifier'] must be 'learned' or 'etf', got {cfg['classifier']!r}")
+                               width=cfg.get("width"), feature_dim=cfg.get("feature_dim"),
+                               classifier=classifier, etf_bias=cfg.get("etf_bias", False))
     channels_last = device.type == "cuda" and x.ndim == 4
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
@@ -261,23 +260,37 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
             "trainable_parameters": sum(p.numel() for p in params)}
 
 
+def variant_label(dataset: str, arch: str, seed: int, variant: dict | None = None) -> str:
+    """The run label: ``dataset-arch-s<seed>``, or ``dataset-<classifier>-d<feature_dim>-s<seed>``
+    for a variant of an experiment with ``variants`` (chapter 3)."""
+    if not variant:
+        return f"{dataset}-{arch}-s{seed}"
+    return f"{dataset}-{variant['classifier']}-d{variant.get('feature_dim') or 'default'}-s{seed}"
+
+
 def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = False, device=None,
                    progress: bool | None = None, only: tuple | None = None) -> dict:
-    """Load or train every (dataset, arch) pair of an experiment preset; ``{(dataset, arch): Run}``.
+    """Load or train every run of an experiment preset; ``{(dataset, arch): Run}``, or
+    ``{(dataset, arch, variant_index): Run}`` when the preset lists ``variants`` (overrides of the
+    run config, e.g. a fixed-ETF classifier).
 
     Runs whose results are committed are loaded, never retrained (unless ``force``); an
     interrupted run resumes from its checkpoint.
     """
     exp = _config.get_preset(experiment, preset)
+    variants = exp.pop("variants", None)
+    exp.pop("memory", None)
     runs = {}
     for dataset in exp["datasets"]:
         for arch in exp["archs"]:
             if only is not None and (dataset, arch) not in only:
                 continue
-            cfg = run_config(exp, dataset, arch, seed)
-            runs[dataset, arch] = load_or_run(
-                experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
-                label=f"{dataset}-{arch}-s{seed}", force=force, device=device)
+            for i, variant in enumerate(variants or [None]):
+                cfg = run_config(exp, dataset, arch, seed, **(variant or {}))
+                run = load_or_run(
+                    experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
+                    label=variant_label(dataset, arch, seed, variant), force=force, device=device)
+                runs[(dataset, arch) if variants is None else (dataset, arch, i)] = run
     return runs
 
 

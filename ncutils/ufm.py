@@ -8,25 +8,30 @@ classifier ``W`` (K x d) and bias ``b`` (K), and
 
 This module holds the objective, two solvers (full-batch gradient descent, L-BFGS), the closed
 form of the global minimizer (an ETF scaled as derived in Chapter 2), critical points built on the
-fixed-point subspaces of the model's symmetries, and Hessian spectra (dense through
-``torch.func.hessian``; Lanczos on Hessian-vector products for large problems).
+fixed-point subspaces of the model's symmetries, Hessian spectra (dense through
+``torch.func.hessian``; Lanczos on Hessian-vector products for large problems), and
+:func:`landscape_experiment`, the whole computation behind Chapter 2 (seven tables in a run).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from .config import snapshot_epochs
 from .etf import simplex_etf
+from .metrics import collapse_metrics
 
 __all__ = [
     "labels", "objective", "closed_form_optimum", "global_min_value", "origin_min_eig",
     "etf_optimum", "init", "fit", "symmetric_critical_point", "pack", "unpack", "gradient_norm",
-    "hessian_eigs",
+    "hessian_eigs", "landscape_experiment",
 ]
 
 Triple = tuple  # (W, H, b)
@@ -340,3 +345,270 @@ def hessian_eigs(W, H, b, lambda_W, lambda_H, lambda_b, k: int = 6, which: str =
         order = np.argsort(vals)
         vals, vecs = vals[order], vecs[:, order]
     return (vals, vecs) if vectors else vals
+
+
+# ----------------------------------------------------------------------------- Chapter 2's experiment
+@dataclass(frozen=True)
+class _Setup:
+    """What every part of :func:`landscape_experiment` shares: the preset's main instance."""
+
+    cfg: dict
+    K: int
+    n: int
+    d: int
+    lams: tuple  # (lambda_W, lambda_H, lambda_b)
+    f_star: float
+    a_star: float
+    seed: int
+    device: str
+
+    @property
+    def dev(self) -> dict:
+        return dict(device=self.device)
+
+
+def _record(W, H, b, lams, f_star) -> dict:
+    """Objective gap, gradient norm and NC metrics of one point (K, n taken from its shape)."""
+    K_, n_ = W.shape[0], H.shape[1] // W.shape[0]
+    out = {"gap": float(objective(W, H, b, *lams)) - f_star,
+           "grad_norm": gradient_norm(W, H, b, *lams),
+           "w_norm_sq": float(W.square().sum(1).mean()), "w_norm_sq_spread": float(W.square().sum(1).std())}
+    if float(W.norm()) > 1e-8:
+        out["s"] = float(H.norm(dim=0).mean() / W.norm(dim=1).mean())
+        out.update(collapse_metrics(H.T, labels(K_, n_, device=W.device), W, b))
+    return out
+
+
+def _theta(point) -> torch.Tensor:
+    return pack(*point).detach().cpu()
+
+
+def _path_table(run, S: _Setup) -> None:
+    """1. Collapse along gradient-descent paths, from ordinary and from near-zero starts."""
+    cfg, y = S.cfg, labels(S.K, S.n, device=S.device)
+    marks = set(snapshot_epochs(cfg["gd_max_iter"], cfg["path_points"])) | {0}
+    rows = []
+    for scale in cfg["path_init_scales"]:
+        for seed in range(cfg["path_seeds"]):
+            def log(it, W, H, b, scale=scale, seed=seed):
+                if it in marks:
+                    rows.append({"init_scale": scale, "seed": seed, "iteration": it,
+                                 "gap": float(objective(W, H, b, *S.lams)) - S.f_star,
+                                 **collapse_metrics(H.T, y, W, b)})
+            fit(S.K, S.n, S.d, *S.lams, seed=S.seed + seed, method="gd", lr=cfg["gd_lr"],
+                init_scale=scale, max_iter=cfg["gd_max_iter"], callback=log, **S.dev)
+    run.save_table("path", rows)
+
+
+def _sweep_table(run, S: _Setup) -> None:
+    """2. The solver against the closed form over a sweep of (lambda_W, lambda_H)."""
+    K, n, lam_b = S.K, S.n, S.lams[2]
+    rows = []
+    for ratio in S.cfg["sweep_ratios"]:
+        for kc in S.cfg["sweep_kc"]:
+            c = kc / K
+            lw, lh = c / math.sqrt(n) * math.sqrt(ratio), c / math.sqrt(n) / math.sqrt(ratio)
+            point = fit(K, n, S.d, lw, lh, lam_b, seed=S.seed, **S.dev)
+            a, s = closed_form_optimum(K, n, lw, lh)
+            rec = _record(*point, (lw, lh, lam_b), global_min_value(K, n, lw, lh))
+            rows.append({"ratio": ratio, "kc": kc, "lambda_W": lw, "lambda_H": lh,
+                         "closed_w_norm_sq": a, "closed_s": s, **rec,
+                         "rel_a": abs(rec["w_norm_sq"] - a) / a if a > 0 else math.nan,
+                         "rel_s": abs(rec["s"] - s) / s if a > 0 else math.nan})
+    run.save_table("sweep", rows)
+
+
+def _seeds_table(run, S: _Setup) -> None:
+    """3. Many random starts (L-BFGS and gradient descent): does every run end at f*?"""
+    cfg = S.cfg
+    rows = []
+    for method, count in (("lbfgs", cfg["n_seeds"]), ("gd", cfg["gd_seeds"])):
+        for seed in range(count):
+            scale = cfg["seed_init_scales"][seed % len(cfg["seed_init_scales"])]
+            tic = time.perf_counter()
+            point = fit(S.K, S.n, S.d, *S.lams, seed=S.seed + seed, method=method, lr=cfg["gd_lr"],
+                        init_scale=scale, max_iter=cfg["gd_max_iter"] if method == "gd" else 10_000,
+                        **S.dev)
+            rec = _record(*point, S.lams, S.f_star)
+            rows.append({"method": method, "seed": seed, "init_scale": scale,
+                         "seconds": time.perf_counter() - tic, **rec,
+                         "rel_a": abs(rec["w_norm_sq"] - S.a_star) / S.a_star})
+    run.save_table("seeds", rows)
+
+
+def _hessian_table(run, S: _Setup) -> tuple[dict, dict]:
+    """4. Hessian spectra at critical points of the ``hess`` instance (dense when at most 3000
+    parameters, else the 8 smallest by Lanczos). Returns the points and their eigenvalues."""
+    Kh, nh, dh = (S.cfg["hess"][key] for key in ("K", "n", "d"))
+    lams, seed, dev = S.lams, S.seed, S.dev
+    f_h = global_min_value(Kh, nh, *lams[:2])
+    z = dict(dtype=torch.float64, device=S.device)
+    tie = lambda m: [0] * m + list(range(1, Kh - m + 1))  # noqa: E731 - first m classes tied
+    points = {"origin": (torch.zeros(Kh, dh, **z), torch.zeros(dh, nh * Kh, **z), torch.zeros(Kh, **z)),
+              "global (solver)": fit(Kh, nh, dh, *lams, seed=seed, **dev),
+              "global (closed form)": etf_optimum(Kh, nh, dh, *lams[:2], seed=seed, device=S.device),
+              "2 classes tied": symmetric_critical_point(Kh, nh, dh, *lams, groups=tie(2), seed=seed, **dev)}
+    if Kh >= 4:
+        points["2 pairs tied"] = symmetric_critical_point(
+            Kh, nh, dh, *lams, groups=[0, 0, 1, 1] + list(range(2, Kh - 2)), seed=seed, **dev)
+        points["3 classes tied"] = symmetric_critical_point(Kh, nh, dh, *lams, groups=tie(3),
+                                                            seed=seed, **dev)
+    for r in sorted({1, Kh // 2, Kh - 2} - {0}):
+        points[f"rank {r}"] = symmetric_critical_point(Kh, nh, dh, *lams, rank=r, seed=seed, **dev)
+    size = Kh * dh + dh * nh * Kh + Kh
+    k = size if size <= 3000 else 8
+    rows, eigs = [], {}
+    for name, point in points.items():
+        eigs[name] = vals = hessian_eigs(*point, *lams, k=k)
+        rows.append({"point": name, **{key: v for key, v in _record(*point, lams, f_h).items()
+                                       if key in ("gap", "grad_norm", "w_norm_sq")},
+                     "min_eig": vals[0], "n_negative": int((vals < -1e-8).sum()),
+                     "n_zero": int((abs(vals) <= 1e-8).sum()),
+                     "max_eig": float(vals[-1]) if k == size else math.nan})
+    run.save_table("hessian", rows)
+    run.save_arrays("hessian", names=np.array(list(eigs)), eigs=np.stack([v[:12] for v in eigs.values()]))
+    return points, eigs
+
+
+def _lanczos_table(run, S: _Setup, tied, tied_eigs) -> None:
+    """5. Lanczos at critical points of the larger ``lanczos`` instance, never forming its
+    Hessian; cross-checked against the dense spectrum ``tied_eigs`` of the tied point ``tied``
+    of the ``hess`` instance."""
+    lams, seed, dev = S.lams, S.seed, S.dev
+    Kl, nl, dl = (S.cfg["lanczos"][key] for key in ("K", "n", "d"))
+    z = dict(dtype=torch.float64, device=S.device)
+    zl = (torch.zeros(Kl, dl, **z), torch.zeros(dl, nl * Kl, **z), torch.zeros(Kl, **z))
+    big = {"origin": zl,
+           "2 classes tied": symmetric_critical_point(Kl, nl, dl, *lams, groups=[0] + list(range(Kl - 1)),
+                                                      seed=seed, **dev),
+           f"rank {Kl - 2}": symmetric_critical_point(Kl, nl, dl, *lams, rank=Kl - 2, seed=seed, **dev)}
+    rows = []
+    for name, point in big.items():
+        tic = time.perf_counter()
+        vals = hessian_eigs(*point, *lams, k=3, dense_max=0, tol=1e-8)
+        rows.append({"point": name, "K": Kl, "n": nl, "d": dl, "parameters": Kl * dl + dl * nl * Kl + Kl,
+                     "grad_norm": gradient_norm(*point, *lams), "min_eig": vals[0],
+                     "seconds": time.perf_counter() - tic,
+                     "gap": float(objective(*point, *lams)) - global_min_value(Kl, nl, *lams[:2])})
+    Kh, nh, dh = _shapes(*tied)
+    check = hessian_eigs(*tied, *lams, k=3, dense_max=0, tol=1e-8)
+    rows.append({"point": "2 classes tied (dense check)", "K": Kh, "n": nh, "d": dh,
+                 "parameters": Kh * dh + dh * nh * Kh + Kh,
+                 "grad_norm": math.nan, "min_eig": check[0], "seconds": math.nan,
+                 "dense_min_eig": tied_eigs[0], "gap": math.nan,
+                 "abs_diff": float(np.abs(check - tied_eigs[:3]).max())})
+    run.save_table("lanczos", rows)
+
+
+def _slice_values(center, e1, e2, coords1, coords2, shape, lams, device) -> np.ndarray:
+    """f at ``center + alpha e1 + beta e2`` on the grid coords1 x coords2 (rows: beta)."""
+    out = np.empty((len(coords2), len(coords1)))
+    for i, beta in enumerate(coords2):
+        for j, alpha in enumerate(coords1):
+            theta = (center + alpha * e1 + beta * e2).to(device)
+            out[i, j] = float(objective(*unpack(theta, *shape), *lams))
+    return out
+
+
+def _slices(run, S: _Setup, glob, tied) -> None:
+    """6. Two 2-D slices of f on the ``hess`` instance: the plane through 0, the global minimizer
+    ``glob`` and the tied point ``tied``; and around ``tied`` along its extreme eigenvectors."""
+    lams, points = S.lams, S.cfg["slice_points"]
+    shape = _shapes(*tied)
+    f_h = global_min_value(shape[0], shape[1], *lams[:2])
+    g, t = _theta(glob), _theta(tied)
+    u = g / g.norm()
+    v = t - (t @ u) * u
+    v = v / v.norm()
+    radius = 1.25 * max(float(g.norm()), float(t.norm()))
+    grid = np.linspace(-radius, radius, points)
+    bottom, neg = hessian_eigs(*tied, *lams, k=1, vectors=True)
+    top, pos = hessian_eigs(*tied, *lams, k=1, which="largest", vectors=True)
+    neg, pos = torch.as_tensor(neg[:, 0]), torch.as_tensor(pos[:, 0])
+    lam_neg, lam_pos = bottom[0], top[0]
+    # Steps along which the quadratic model changes f by -/+ half the saddle's gap to f*.
+    change = 0.5 * (float(objective(*tied, *lams)) - f_h)
+    unit = np.linspace(-1, 1, points)
+    along_neg, along_pos = unit * math.sqrt(2 * change / -lam_neg), unit * math.sqrt(2 * change / lam_pos)
+    run.save_arrays("slices", grid=grid,
+                    plane=_slice_values(torch.zeros_like(u), u, v, grid, grid, shape, lams, S.device),
+                    marks=np.array([[float(g @ u), float(g @ v)], [float(t @ u), float(t @ v)]]),
+                    along_neg=along_neg, along_pos=along_pos, f_star=f_h, neg_eig=lam_neg, pos_eig=lam_pos,
+                    saddle=_slice_values(t, neg, pos, along_neg, along_pos, shape, lams, S.device))
+
+
+def _dims_table(run, S: _Setup) -> None:
+    """7. L-BFGS at each feature dimension of ``dims`` (d < K - 1: no ETF fits); the smallest
+    Hessian eigenvalue at one end point per distinct final value below K - 1, and the best
+    configuration at d = 2."""
+    K, n, lams = S.K, S.n, S.lams
+    rows, geometry = [], {}
+    for dim in S.cfg["dims"]:
+        found = {}
+        for seed in range(S.cfg["dim_seeds"]):
+            point = fit(K, n, dim, *lams, seed=S.seed + seed, **S.dev)
+            rec = _record(*point, lams, S.f_star)
+            key = round(rec["gap"], 7)
+            if key not in found:  # below K-1: Hessian at one point of each distinct final value
+                found[key] = hessian_eigs(*point, *lams, k=1)[0] if dim < K - 1 else math.nan
+                if dim == 2 and (not geometry or rec["gap"] < geometry["gap"]):
+                    geometry = {"W": point[0].cpu().numpy(), "H": point[1].cpu().numpy(), "gap": rec["gap"]}
+            rows.append({"d": dim, "seed": seed, "min_eig": found[key], **rec})
+    run.save_table("dims", rows)
+    if geometry:
+        run.save_arrays("dim2", W=geometry["W"], means=geometry["H"].reshape(2, K, n).mean(2).T)
+
+
+def landscape_experiment(run, cfg: dict, device="cpu") -> dict:
+    """Chapter 2's computation: write seven tables/arrays into ``run`` and return a summary.
+
+    ``cfg`` is a ``ufm`` preset of :func:`ncutils.config.get_preset` plus ``seed`` (an integer
+    >= 0, the offset of every random start), so that the seed is part of the config hash; the
+    ``device`` is not (it changes the speed and at most the last digits). ``run`` is a
+    :class:`ncutils.store.Run`. The parts, each timed:
+
+    1. ``path`` (table): collapse metrics and the gap to f* along gradient-descent paths.
+    2. ``sweep`` (table): L-BFGS against :func:`closed_form_optimum` over (lambda_W, lambda_H).
+    3. ``seeds`` (table): the end points of many random-start runs (L-BFGS and GD).
+    4. ``hessian`` (table and arrays): Hessian spectra at the origin, the global minimizer and
+       critical points built by :func:`symmetric_critical_point`, on the ``hess`` instance.
+    5. ``lanczos`` (table): Lanczos on the larger ``lanczos`` instance, plus a dense cross-check.
+    6. ``slices`` (arrays): two 2-D slices of f on the ``hess`` instance.
+    7. ``dims`` (table) and ``dim2`` (arrays): L-BFGS at feature dimensions ``dims``.
+
+    On the CPU it runs on one thread (the problems are tiny; more threads only oversubscribe a
+    shared machine) and restores the thread count afterwards. Returns ``{"f_star", "w_norm_sq",
+    "s", "seconds"}``: the closed-form optimum of the main instance and seconds per part.
+    """
+    if "seed" not in cfg:
+        raise ValueError("cfg must hold 'seed' (an integer >= 0), e.g. "
+                         "dict(config.get_preset('ufm', preset), seed=0)")
+    K, n, d = _sizes(cfg["K"], cfg["n"], cfg["d"])
+    lams = _lambdas(cfg["lambda_W"], cfg["lambda_H"], cfg["lambda_b"])
+    a_star, s_star = closed_form_optimum(K, n, *lams[:2])
+    S = _Setup(cfg=cfg, K=K, n=n, d=d, lams=lams, f_star=global_min_value(K, n, *lams[:2]),
+               a_star=a_star, seed=_int(cfg["seed"], "cfg['seed']", 0), device=device)
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)  # tiny problems: one thread beats oversubscribing a shared CPU
+    timings = {}
+
+    def timed(name, part, *args):
+        start = time.perf_counter()
+        out = part(run, S, *args)
+        timings[name] = time.perf_counter() - start
+        return out
+
+    try:
+        timed("path", _path_table)
+        timed("sweep", _sweep_table)
+        timed("seeds", _seeds_table)
+        points, eigs = timed("hessian", _hessian_table)
+        tied = points["2 classes tied"]
+        timed("lanczos", _lanczos_table, tied, eigs["2 classes tied"])
+        timed("slices", _slices, points["global (solver)"], tied)
+        timed("dims", _dims_table)
+    finally:
+        torch.set_num_threads(threads)
+    return {"f_star": S.f_star, "w_norm_sq": a_star, "s": s_star,
+            "seconds": {key: round(v, 1) for key, v in timings.items()}}

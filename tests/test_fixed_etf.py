@@ -76,9 +76,12 @@ def test_presets_cross_classifier_with_feature_dim():
 
 def test_paper_preset_is_the_published_protocol():
     p = config.get_preset("fixed_etf", "paper")
-    assert p["epochs"] == 200 and p["lr"] == {"resnet18": 0.05}
+    assert p["epochs"] == 200 and p["per_arch"]["resnet18"]["lr"] == 0.05
     assert tuple(p["lr_milestones"]) == (40, 80, 120, 160) and p["lr_gamma"] == 0.1
     assert p["momentum"] == 0.9 and p["weight_decay"] == 5e-4 and p["batch_size"] == 128
     assert p["n_per_class"] is None and p["test_per_class"] is None
-    assert set(p["datasets"]) == {"mnist", "fashionmnist"} and p["width"] == {"resnet18": 64}
+    assert set(p["datasets"]) == {"mnist", "fashionmnist"} and p["per_arch"]["resnet18"]["width"] == 64
+    cfg = train.run_config({k: v for k, v in p.items() if k not in ("variants", "memory")}, "mnist",
+                           "resnet18", 0, **p["variants"][3])
+    assert (cfg["lr"], cfg["width"], cfg["classifier"], cfg["feature_dim"]) == (0.05, 64, "etf", K)
     assert p["memory"]["width"] == 64 and 128 in p["memory"]["batch_sizes"]

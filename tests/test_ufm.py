@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncutils import ufm
+from ncutils import config, store, ufm
 
 LAM = (5e-3, 5e-3, 5e-3)
 
@@ -163,3 +163,31 @@ def test_pack_unpack_round_trip():
 def test_bad_input_is_refused(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_landscape_experiment_writes_every_table_at_the_smoke_preset(tmp_path):
+    cfg = dict(config.get_preset("ufm", "smoke"), seed=0)
+    run = store.Run("ufm", "smoke", cfg, root=tmp_path)
+    threads = torch.get_num_threads()
+    summary = ufm.landscape_experiment(run, cfg)
+    assert torch.get_num_threads() == threads  # the one-thread setting is undone
+    K, n = cfg["K"], cfg["n"]
+    assert summary["f_star"] == ufm.global_min_value(K, n, cfg["lambda_W"], cfg["lambda_H"])
+    assert set(summary["seconds"]) == {"path", "sweep", "seeds", "hessian", "lanczos", "slices", "dims"}
+    seeds = run.table("seeds")
+    assert len(seeds) == cfg["n_seeds"] + cfg["gd_seeds"]
+    assert (seeds[seeds.method == "lbfgs"].gap.abs() < 1e-9).all()
+    hess = run.table("hessian").set_index("point")
+    origin = ufm.origin_min_eig(cfg["hess"]["K"], cfg["hess"]["n"], cfg["lambda_W"], cfg["lambda_H"])
+    assert hess.min_eig["origin"] == pytest.approx(origin, rel=1e-8) and origin < 0  # CSV keeps 9 digits
+    assert hess.min_eig["2 classes tied"] < 0 < hess.gap["2 classes tied"]
+    assert hess.min_eig["global (closed form)"] > -1e-10 and abs(hess.gap["global (closed form)"]) < 1e-12
+    assert (hess.grad_norm < 1e-6).all()
+    sweep = run.table("sweep")
+    assert len(sweep) == len(cfg["sweep_kc"]) * len(cfg["sweep_ratios"])
+    assert (sweep[sweep.kc < 1].rel_a < 1e-6).all() and (sweep[sweep.kc > 1].w_norm_sq < 1e-8).all()
+    assert len(run.table("path")) > 0 and (run.table("lanczos").min_eig < 0).all()
+    assert set(run.table("dims").d) == set(cfg["dims"])
+    assert run.arrays("slices")["plane"].shape == (cfg["slice_points"],) * 2
+    with pytest.raises(ValueError, match="seed"):
+        ufm.landscape_experiment(run, config.get_preset("ufm", "smoke"))
