@@ -303,7 +303,8 @@ def tpt_summary(history) -> dict:
     zero = history[history["train_error"] == 0.0]
     snaps = history.dropna(subset=["nc1"])
     last = history.iloc[-1]
-    out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "nc1_at_tpt": float("nan"),
+    out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "nc1_first": float(snaps["nc1"].iloc[0]),
+           "nc1_at_tpt": float("nan"),
            "nc1_end": float(snaps["nc1"].iloc[-1]), "ncc_mismatch_end": float(snaps["ncc_mismatch"].iloc[-1]),
            "test_acc_at_tpt": float("nan"), "test_acc_end": 1.0 - float(last["test_error"]),
            "train_error_end": float(last["train_error"])}
