@@ -28,6 +28,13 @@ def paper_lr_grid() -> list[float]:
 _PAPYAN = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, batch_size=128,
                lr_milestones=(1 / 3, 2 / 3), lr_gamma=0.1, augment=False)
 
+# Chapter 3's four ResNet18 variants, the baseline (learned classifier, default d) first.
+_ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None}, {"classifier": "etf", "feature_dim": None},
+                 {"classifier": "learned", "feature_dim": 10}, {"classifier": "etf", "feature_dim": 10})
+# Chapter 3's memory measurement: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
+_FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
+                             inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Chapter 1: NC1-NC4 in the terminal phase of training.
     "terminal_phase": {
@@ -54,10 +61,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # momentum 0.9, wd 5e-4, batch 128, lr x 0.1 every 40 of 200 epochs (cpu: every 10 of 50).
     "fixed_etf": {
         "smoke": dict(_PAPYAN, datasets=("mnist",), archs=("resnet18",),
-                      variants=({"classifier": "learned", "feature_dim": None},
-                                {"classifier": "etf", "feature_dim": None},
-                                {"classifier": "learned", "feature_dim": 10},
-                                {"classifier": "etf", "feature_dim": 10}),
+                      variants=_ETF_VARIANTS,
                       n_per_class=5, test_per_class=5, epochs=2, lr_milestones=(1,), n_snapshots=2,
                       per_arch={"resnet18": dict(lr=0.05, width=2)},
                       memory=dict(arch="resnet18", width=4, batch_sizes=(4, 16), inputs=((1, 28),),
@@ -65,24 +69,16 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Training at CPU scale: ResNet18 narrowed to width 8 (d = 64 by default), 100 images per
         # class, 50 epochs. Memory: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
         "cpu": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                    variants=({"classifier": "learned", "feature_dim": None},
-                              {"classifier": "etf", "feature_dim": None},
-                              {"classifier": "learned", "feature_dim": 10},
-                              {"classifier": "etf", "feature_dim": 10}),
+                    variants=_ETF_VARIANTS,
                     n_per_class=100, test_per_class=100, epochs=50, lr_milestones=(10, 20, 30, 40),
                     n_snapshots=15, per_arch={"resnet18": dict(lr=0.05, width=8)},
-                    memory=dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
-                                inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)),
+                    memory=_FULL_RESNET18_MEMORY),
         "paper": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                      variants=({"classifier": "learned", "feature_dim": None},
-                                {"classifier": "etf", "feature_dim": None},
-                                {"classifier": "learned", "feature_dim": 10},
-                                {"classifier": "etf", "feature_dim": 10}),
+                      variants=_ETF_VARIANTS,
                       n_per_class=None, test_per_class=None, epochs=200,
                       lr_milestones=(40, 80, 120, 160), n_snapshots=30,
                       per_arch={"resnet18": dict(lr=0.05, width=64)},
-                      memory=dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
-                                  inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)),
+                      memory=_FULL_RESNET18_MEMORY),
     },
     # Chapter 2: the landscape of the unconstrained features model (Zhu et al. 2021). (K, n, d) is
     # the main problem (d > K, as Theorem 3.2 needs); `hess` the instance for the dense Hessian

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ncutils import config, train
 from ncutils.metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_mismatch_count
 from ncutils.store import Run
+from _helpers import tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -25,14 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_config(**kw):
-    exp = config.get_preset("terminal_phase", "smoke")
-    cfg = train.run_config(exp, "mnist", "mlp", seed=5, n_per_class=15, test_per_class=5, epochs=2,
-                           width=32, n_snapshots=2)
-    cfg.update(kw)
-    return cfg
 
 
 def dataloader_for(tensors, order, batch_size):
@@ -112,7 +105,7 @@ def test_streaming_over_low_precision_batches_equals_float64_in_memory(dtype, of
 
 
 def test_training_snapshot_path_equals_in_memory_metrics(real_data):
-    cfg = tiny_config()
+    cfg = tiny_config(epochs=2)
     model, x, y, _, _, k = train._prepare(cfg, torch.device("cpu"))
     err, loss, stats, feats = train._evaluate(model, x, y, k, torch.device("cpu"), False, keep_features=True)
     snap = train._nc_snapshot(model, stats, feats)
@@ -128,7 +121,7 @@ def test_training_snapshot_path_equals_in_memory_metrics(real_data):
 
 
 def test_short_training_run_equals_a_dataloader_loop_fed_by_hand(real_data, tmp_path):
-    cfg = tiny_config()
+    cfg = tiny_config(epochs=2)
     run = Run("t", "smoke", cfg, root=tmp_path)
     train.train(run, cfg, progress=False)
     ours = train.load_checkpoint(run.path / "checkpoint.pt")["model"]

@@ -5,14 +5,7 @@ import torch
 
 from ncutils import config, train
 from ncutils.store import Run
-
-
-def tiny_config(**kw):
-    exp = config.get_preset("terminal_phase", "smoke")
-    cfg = train.run_config(exp, "mnist", "mlp", seed=3, n_per_class=12, test_per_class=6, epochs=4,
-                           width=32, n_snapshots=3)
-    cfg.update(kw)
-    return cfg
+from _helpers import tiny_config
 
 
 def test_batches_visit_every_sample_once_in_a_seeded_order():

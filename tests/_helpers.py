@@ -1,0 +1,11 @@
+"""Shared test helpers (importable from test modules: pytest puts tests/ on sys.path)."""
+from ncutils import config, train
+
+
+def tiny_config(**kw):
+    """A seconds-long MNIST MLP run config built from the terminal_phase smoke preset."""
+    exp = config.get_preset("terminal_phase", "smoke")
+    cfg = train.run_config(exp, "mnist", "mlp", seed=3, n_per_class=12, test_per_class=6, epochs=4,
+                           width=32, n_snapshots=3)
+    cfg.update(kw)
+    return cfg
