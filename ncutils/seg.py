@@ -1,0 +1,431 @@
+r"""Semantic segmentation pieces: class centers, the center-collapse (CR) loss, IoU, a small U-Net.
+
+Zhong et al. (2023) read neural collapse at the level of *class centers* of pixel features: the
+center of class k in a batch is z_k = mean of the features of the pixels labelled k. Their
+center-collapse regularizer classifies the centers of the classes present in a batch with a fixed
+simplex-ETF classifier W* (K x C, rows w*_k):
+
+    L_CR = -(1/P) sum_{k present} log softmax_k(scale * W* z_k),
+
+P the number of classes present. Each class counts once, however many pixels it has, so the
+loss pulls minority-class centers toward their ETF vertex as hard as majority ones.
+
+Conventions: features are B x C x h x w, labels B x H x W integer class ids with ``ignore_index``
+(255; CamVid's void) for pixels that carry no label. Features smaller than the labels are resized
+to the label size (bilinear, ``align_corners=False``) before pixels are pooled. Pixels labelled
+``ignore_index`` never contribute (at h x w = H x W their features are not even read; after
+resizing, a low-resolution feature can of course reach labelled pixels through the interpolation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .etf import ETFClassifier
+from .metrics import ClassStats, collapse_metrics, metrics_from_stats
+from .models import _conv_bn_relu, _init_convs
+
+__all__ = [
+    "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "center_collapse_loss",
+    "ConfusionMatrix", "iou_per_class", "SegUNet", "subsample_pixels", "seg_collapse_metrics",
+    "class_geometry", "evaluate_segmentation",
+]
+
+IGNORE_INDEX = 255
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_seg_features(features, name: str = "features") -> torch.Tensor:
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+    if features.ndim != 4:
+        raise ValueError(f"{name} must have shape B x C x h x w, got {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {features.dtype}")
+    return features
+
+
+def check_seg_labels(labels, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                     shape: Optional[Sequence[int]] = None, name: str = "labels") -> torch.Tensor:
+    """Check integer labels B x H x W (or ``shape``): every value in 0..K-1 or ``ignore_index``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
+    if labels.ndim != 3 or (shape is not None and tuple(labels.shape) != tuple(shape)):
+        want = "B x H x W" if shape is None else f"{tuple(shape)}"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(labels.shape)}")
+    valid = labels != ignore_index
+    if valid.any():
+        vals = labels[valid]
+        lo, hi = int(vals.min()), int(vals.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} must lie in 0..{num_classes - 1} (K = {num_classes}) or equal "
+                             f"ignore_index={ignore_index}, found values in [{lo}, {hi}]")
+    return labels
+
+
+def _check_etf(etf, num_channels: int, name: str = "etf") -> torch.Tensor:
+    w = getattr(etf, "weight", etf) if isinstance(etf, nn.Module) else etf
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a K x C tensor or a module with such a .weight, got {type(etf).__name__}")
+    if w.ndim != 2 or w.shape[0] < 2 or w.shape[1] != num_channels:
+        raise ValueError(f"{name} must have shape K x C = (K >= 2, {num_channels}) with C the feature "
+                         f"channels, got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return w
+
+
+def _resize_to(features: torch.Tensor, size) -> torch.Tensor:
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    return F.interpolate(features, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------- centers and the CR loss
+
+def pixel_features(features, labels, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    """``(h N x C, y N)``: the features (resized to the label size) and labels of the N labelled
+    pixels, in B, H, W order. Differentiable w.r.t. ``features``."""
+    features = _check_seg_features(features)
+    num_classes = _check_int("num_classes", num_classes, 1)
+    b, c = features.shape[:2]
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.shape[0] != b:
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must have shape B x H x W with B = {b} (the batch of features), got {got}")
+    labels = check_seg_labels(labels, num_classes, ignore_index)
+    feats = _resize_to(features, labels.shape[-2:])
+    valid = (labels != ignore_index).flatten()
+    h = feats.permute(0, 2, 3, 1).reshape(-1, c)[valid.to(feats.device)]
+    return h, labels.flatten()[valid].long().to(feats.device)
+
+
+def class_centers(features, labels, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    """Centers of the classes present: ``(centers P x C, class ids P)``, ids increasing.
+
+    ``features`` B x C x h x w are resized to the labels' H x W (bilinear, align_corners=False);
+    the center of class k is the plain mean of the features of the pixels labelled k. Pixels
+    labelled ``ignore_index`` never contribute. Differentiable w.r.t. ``features``.
+    """
+    h, y = pixel_features(features, labels, num_classes, ignore_index)
+    sums = torch.zeros(num_classes, h.shape[1], dtype=h.dtype, device=h.device).index_add(0, y, h)
+    counts = torch.bincount(y, minlength=num_classes)
+    ids = torch.nonzero(counts, as_tuple=True)[0]
+    return sums[ids] / counts[ids].to(h.dtype)[:, None], ids
+
+
+def center_collapse_loss(features, labels, etf, ignore_index: int = IGNORE_INDEX,
+                         scale: float = 1.0, normalize: bool = False) -> torch.Tensor:
+    """The center-collapse loss of Zhong et al. (2023).
+
+    ``etf``: the fixed K x C classifier W* (a tensor, or a module such as
+    :class:`ncutils.etf.ETFClassifier` whose ``.weight`` is K x C). With z_k the centers of the P
+    classes present (:func:`class_centers`), returns
+
+        -(1/P) sum_k log softmax(scale * W* z_k)_k,
+
+    with ``normalize=True`` the centers are L2-normalized first (as in the authors' code; W* is used
+    as given, its rows are unit vectors for an ETF). A batch without labelled pixels gives 0 (still
+    attached to the graph). Differentiable w.r.t. ``features``; W* gets no gradient.
+    """
+    features = _check_seg_features(features)
+    w = _check_etf(etf, features.shape[1])
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    centers, ids = class_centers(features, labels, w.shape[0], ignore_index)
+    if len(ids) == 0:
+        return features.sum() * 0.0
+    if normalize:
+        centers = F.normalize(centers, dim=1)
+    logits = scale * centers @ w.detach().to(centers).T
+    return F.cross_entropy(logits, ids)
+
+
+# ----------------------------------------------------------------------------- IoU
+
+class ConfusionMatrix:
+    """Streaming K x K pixel confusion matrix (rows: target class, columns: predicted class).
+
+    ``update(pred, target)`` with integer tensors of the same shape; pixels whose target is
+    ``ignore_index`` are skipped. ``iou()`` is TP / (TP + FP + FN) per class, NaN for a class absent
+    from both the predictions and the targets seen; ``miou()`` averages the non-NaN entries.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        self.num_classes = _check_int("num_classes", num_classes, 1)
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def reset(self) -> "ConfusionMatrix":
+        self.matrix.zero_()
+        return self
+
+    @torch.no_grad()
+    def update(self, pred, target) -> "ConfusionMatrix":
+        k = self.num_classes
+        for name, t in (("pred", pred), ("target", target)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise TypeError(f"{name} must hold integer class ids, got dtype {t.dtype}"
+                                + (" (for logits pass logits.argmax(1))" if name == "pred" else ""))
+        if pred.shape != target.shape:
+            raise ValueError(f"pred must have the shape of target {tuple(target.shape)}, got {tuple(pred.shape)}")
+        valid = target != self.ignore_index
+        t, p = target[valid].long().cpu(), pred.to(target.device)[valid].long().cpu()
+        if len(t):
+            if int(t.min()) < 0 or int(t.max()) >= k:
+                raise ValueError(f"target must lie in 0..{k - 1} or equal ignore_index={self.ignore_index}, "
+                                 f"found values in [{int(t.min())}, {int(t.max())}]")
+            if int(p.min()) < 0 or int(p.max()) >= k:
+                raise ValueError(f"pred must lie in 0..{k - 1} at labelled pixels, "
+                                 f"found values in [{int(p.min())}, {int(p.max())}]")
+        self.matrix += torch.bincount(t * k + p, minlength=k * k).view(k, k)
+        return self
+
+    def iou(self) -> torch.Tensor:
+        m = self.matrix.to(torch.float64)
+        tp = torch.diagonal(m)
+        union = m.sum(0) + m.sum(1) - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(iou.nanmean()) if not torch.isnan(iou).all() else math.nan
+
+    def pixel_accuracy(self) -> float:
+        total = int(self.matrix.sum())
+        return float(torch.diagonal(self.matrix).sum()) / total if total else math.nan
+
+    def class_accuracy(self) -> torch.Tensor:
+        """Per-class recall TP / (TP + FN); NaN for classes absent from the targets."""
+        m = self.matrix.to(torch.float64)
+        n = m.sum(1)
+        return torch.where(n > 0, torch.diagonal(m) / n.clamp(min=1), torch.full_like(n, math.nan))
+
+
+def iou_per_class(pred, target, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per-class IoU (float64, length K) of one set of predictions; NaN for absent classes."""
+    return ConfusionMatrix(num_classes, ignore_index).update(pred, target).iou()
+
+
+# ----------------------------------------------------------------------------- model
+
+class SegUNet(nn.Module):
+    """A small U-Net: encoder levels of ``widths`` channels (two conv3x3-BN-ReLU each, 2x2 max-pool
+    between levels), a decoder that upsamples bilinearly to the skip's size (any input size works),
+    concatenates the skip and applies one conv3x3-BN-ReLU. The last decoder level outputs the pixel
+    features (``feature_dim`` channels, post-ReLU, full input resolution); ``classifier`` is a learned
+    1x1 conv (K x C weight plus bias).
+
+    CR branch (``cr_dim``): a learned 1x1 conv ``cr_head`` projects the features to ``cr_dim``
+    channels, whose class centers are classified by a fixed simplex ETF ``cr_etf``
+    (:class:`ncutils.etf.ETFClassifier`, a buffer, never trained); see :meth:`cr_loss`. It is used
+    only for the training loss; :meth:`forward` does not touch it.
+
+    Default widths (16, 32, 64, 128) and feature_dim 32: 446,683 parameters (447,211 with cr_dim=16).
+    """
+
+    def __init__(self, num_classes: int = 11, in_channels: int = 3,
+                 widths: Sequence[int] = (16, 32, 64, 128), feature_dim: int = 32,
+                 cr_dim: Optional[int] = None, cr_seed: Optional[int] = None):
+        super().__init__()
+        num_classes = _check_int("num_classes", num_classes, 2)
+        in_channels = _check_int("in_channels", in_channels, 1)
+        feature_dim = _check_int("feature_dim", feature_dim, 1)
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) < 1:
+            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
+        widths = tuple(_check_int(f"widths[{i}]", w, 1) for i, w in enumerate(widths))
+        self.widths, self.in_channels = widths, in_channels
+        self.encoder = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.encoder.append(nn.Sequential(_conv_bn_relu(cin, w), _conv_bn_relu(w, w)))
+            cin = w
+        self.decoder = nn.ModuleList()
+        for i in reversed(range(len(widths) - 1)):
+            cout = feature_dim if i == 0 else widths[i]
+            self.decoder.append(_conv_bn_relu(cin + widths[i], cout))
+            cin = cout
+        if len(widths) == 1:  # no decoder: a 1x1 conv-BN-ReLU sets the feature width
+            self.decoder.append(nn.Sequential(nn.Conv2d(cin, feature_dim, 1, bias=False),
+                                              nn.BatchNorm2d(feature_dim), nn.ReLU(inplace=True)))
+        _init_convs(self)
+        self.classifier = nn.Conv2d(feature_dim, num_classes, 1)
+        self.cr_head = self.cr_etf = None
+        if cr_dim is not None:
+            cr_dim = _check_int("cr_dim", cr_dim, num_classes - 1)
+            self.cr_head = nn.Conv2d(feature_dim, cr_dim, 1)
+            self.cr_etf = ETFClassifier(cr_dim, num_classes, seed=cr_seed)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_channels
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_channels
+
+    @property
+    def classifier_weight(self) -> torch.Tensor:
+        """The 1x1 classifier's weight as a K x C matrix (a view)."""
+        return self.classifier.weight.flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape B x {self.in_channels} x H x W, got {got}")
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        if len(self.widths) == 1:
+            return self.decoder[0](x)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        return x
+
+    def logits_and_features(self, x: torch.Tensor):
+        """``(logits B x K x H x W, features B x C x H x W)``, features before the 1x1 classifier."""
+        h = self.forward_features(x)
+        return self.classifier(h), h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+    def cr_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The CR branch's projection of pixel features (B x cr_dim x H x W)."""
+        if self.cr_head is None:
+            raise ValueError("this model has no CR branch; build it with cr_dim=<int>")
+        return self.cr_head(features)
+
+    def cr_loss(self, features, labels, ignore_index: int = IGNORE_INDEX, scale: float = 1.0,
+                normalize: bool = False) -> torch.Tensor:
+        """:func:`center_collapse_loss` of the CR-projected features against the fixed ETF."""
+        return center_collapse_loss(self.cr_features(features), labels, self.cr_etf.weight,
+                                    ignore_index, scale, normalize)
+
+
+# ----------------------------------------------------------------------------- collapse of pixel features
+
+def subsample_pixels(labels, max_per_class: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices into a 1-D ``labels`` keeping at most ``max_per_class`` random entries of each
+    class (seeded), all of a class with fewer."""
+    max_per_class = _check_int("max_per_class", max_per_class, 1)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
+        raise TypeError("labels must be a 1-D integer tensor")
+    g = torch.Generator().manual_seed(int(seed))
+    labels = labels.cpu()
+    order = torch.randperm(len(labels), generator=g)
+    shuffled = labels[order]
+    # rank of each shuffled entry within its class: keep the first max_per_class of each class
+    sort_idx = torch.argsort(shuffled, stable=True)
+    sorted_labels = shuffled[sort_idx]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank = torch.empty_like(sort_idx)
+    rank[sort_idx] = torch.arange(len(labels)) - starts
+    return torch.sort(order[rank < max_per_class]).values
+
+
+def seg_collapse_metrics(features, labels, weight, bias=None, ignore_index: int = IGNORE_INDEX,
+                         max_per_class: Optional[int] = None, seed: int = 0, extras: bool = False) -> dict:
+    """:func:`ncutils.metrics.collapse_metrics` of pixel features (B x C x h x w, resized to the
+    labels) against a K x C classifier, over labelled pixels, optionally at most ``max_per_class``
+    random pixels per class. Every class 0..K-1 must be present."""
+    features = _check_seg_features(features)
+    w = getattr(weight, "weight", weight) if isinstance(weight, nn.Module) else weight
+    if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[2:] == (1, 1):
+        w = w.flatten(1)  # a 1x1 conv classifier's K x C x 1 x 1 weight
+    w = _check_etf(w, features.shape[1], "weight")
+    with torch.no_grad():
+        h, y = pixel_features(features.detach(), labels, w.shape[0], ignore_index)
+    if max_per_class is not None:
+        keep = subsample_pixels(y, max_per_class, seed).to(y.device)
+        h, y = h[keep], y[keep]
+    return collapse_metrics(h, y, w.detach(), None if bias is None else bias.detach(), extras=extras)
+
+
+def class_geometry(means: torch.Tensor, weight: torch.Tensor) -> dict:
+    """Per-class geometry of class means (K x C) and classifier rows (K x C), in float64:
+    ``mean_norms`` ||mu_k - mu_G||, ``classifier_norms`` ||w_k||, ``mean_cosines`` / ``classifier_cosines``
+    (K x K), and ``self_duality_cosines`` cos(mu_k - mu_G, w_k) (K)."""
+    if not isinstance(means, torch.Tensor) or not isinstance(weight, torch.Tensor) or means.ndim != 2 \
+            or weight.shape != means.shape:
+        raise ValueError("means and weight must be K x C tensors of the same shape, got "
+                         f"{getattr(means, 'shape', means)} and {getattr(weight, 'shape', weight)}")
+    m = means.detach().to(torch.float64)
+    m = m - m.mean(0)
+    w = weight.detach().to(device=m.device, dtype=torch.float64)
+    mu, wu = F.normalize(m, dim=1), F.normalize(w, dim=1)
+    return {"mean_norms": m.norm(dim=1), "classifier_norms": w.norm(dim=1),
+            "mean_cosines": mu @ mu.T, "classifier_cosines": wu @ wu.T,
+            "self_duality_cosines": (mu * wu).sum(1)}
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: SegUNet, images, labels, batch_size: int = 8,
+                          transform: Optional[Callable] = None, ignore_index: int = IGNORE_INDEX,
+                          branch: str = "features", device=None) -> dict:
+    """One pass over ``images`` (uint8 N x 3 x H x W, or float) and ``labels`` (N x H x W), model in
+    eval mode: ``confusion`` (:class:`ConfusionMatrix`), ``miou``, ``iou`` (K), ``pixel_accuracy``,
+    ``stats`` (:class:`ncutils.metrics.ClassStats` over every labelled pixel's features, float64,
+    on ``device``) and, when every class is present, ``collapse`` (:func:`metrics_from_stats`
+    against the classifier; ``ncc_mismatch`` is NaN, it needs a second pass) and ``geometry``
+    (:func:`class_geometry`).
+
+    ``transform`` maps a uint8 batch to the model input (default :func:`ncutils.data.camvid_to_float`
+    for uint8 images). ``branch``: "features" (pixel features vs the learned 1x1 classifier) or "cr"
+    (CR-projected features vs the fixed ETF).
+    """
+    from .data import camvid_to_float
+
+    if branch not in ("features", "cr"):
+        raise ValueError(f"branch must be 'features' or 'cr', got {branch!r}")
+    if branch == "cr" and model.cr_head is None:
+        raise ValueError("branch='cr' needs a model built with cr_dim=<int>")
+    batch_size = _check_int("batch_size", batch_size, 1)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a N x 3 x H x W tensor, got {getattr(images, 'shape', images)}")
+    k = model.num_classes
+    labels = check_seg_labels(labels, k, ignore_index, shape=(images.shape[0], *images.shape[-2:]))
+    if transform is None:
+        transform = camvid_to_float if images.dtype == torch.uint8 else (lambda t: t)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    cm, stats = ConfusionMatrix(k, ignore_index), ClassStats(k)
+    try:
+        for start in range(0, len(images), batch_size):
+            x = transform(images[start:start + batch_size]).to(device)
+            y = labels[start:start + batch_size].to(device)
+            logits, h = model.logits_and_features(x)
+            cm.update(logits.argmax(1), y)
+            if branch == "cr":
+                h = model.cr_features(h)
+            hp, yp = pixel_features(h, y, k, ignore_index)
+            if len(yp):
+                stats.update(hp, yp)
+    finally:
+        model.train(was_training)
+    out = {"confusion": cm, "iou": cm.iou(), "miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(),
+           "stats": stats}
+    if stats.counts is not None and bool((stats.counts > 0).all()):
+        w = model.cr_etf.weight if branch == "cr" else model.classifier_weight
+        b = None if branch == "cr" else model.classifier.bias
+        out["collapse"] = metrics_from_stats(stats, w.detach(), None if b is None else b.detach())
+        out["geometry"] = class_geometry(stats.means, w)
+    return out
