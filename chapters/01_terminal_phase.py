@@ -94,7 +94,9 @@ axes[0][0].legend()
 fig
 
 # %% [markdown]
-# Training error is drawn clipped at $10^{-5}$ so that zero shows on the log axis.
+# Training error is drawn clipped at $10^{-5}$ so that zero shows on the log axis. At the initial
+# learning rate the error of some runs touches zero and jumps back up; the TPT onset is, as in the
+# paper, the first epoch with zero training error, and it only stays at zero after a learning-rate drop.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "NC1: $\\mathrm{Tr}(\\Sigma_W\\Sigma_B^+)/K$ of the training-set features (log scale) at the snapshot epochs. Within-class variability keeps collapsing during TPT (right of the dotted lines).", "name": "fig-01-nc1"}}
 plotting.metric_panels(histories, "nc1", "NC1", tpt=tpt)
@@ -152,20 +154,44 @@ table.style.format(precision=4, na_rep="not reached")
 # Test accuracy changes between onset and end by {glue:text}`c01_min_gain:+.4f` to
 # {glue:text}`c01_max_gain:+.4f`.
 #
-# How this compares with the paper. The direction of every NC quantity is reproduced: NC1,
-# the equinorm and equiangularity spreads, the distance to the maximal angle and to self-duality
-# all shrink, and the network's decisions become those of the nearest class mean. The size of the
-# effect is not: the paper's NC1 falls by orders of magnitude within TPT, ours by the factors above.
-# Our runs enter TPT only after the first or second learning-rate drop (at epoch 116 or 233 of 350),
-# so most of their terminal phase runs at a learning rate of $6.75\cdot10^{-3}$ or
-# $6.75\cdot10^{-4}$, where the features move slowly, and the CNN takes 14,000 SGD steps where
-# the paper's networks take 164,000.
+# The next table shows, for every NC quantity and run, how many times smaller it is at the last
+# epoch than at the TPT onset (above 1: collapse continued during TPT; the NCC mismatch is left out
+# where it is already 0 at the onset).
+
+# %% tags=["hide-input"]
+NC_KEYS = ["nc1", "equinorm_means", "equinorm_classifiers", "equiangular_means",
+           "equiangular_classifiers", "maxangle_means", "maxangle_classifiers", "self_duality"]
+folds = {}
+for (ds, arch), hist in histories.items():
+    s = summaries[(ds, arch)]
+    if s["tpt_epoch"] is None:
+        continue
+    snaps = hist.dropna(subset=["nc1"]).set_index("epoch")
+    folds[f"{ds}/{arch}"] = snaps.loc[s["tpt_epoch"], NC_KEYS] / snaps[NC_KEYS].iloc[-1]
+folds = pd.DataFrame(folds)
+shrunk = (folds > 1).to_numpy()
+plotting.glue("c01_n_shrink", int(shrunk.sum()))
+plotting.glue("c01_n_pairs", int(shrunk.size))
+plotting.glue("c01_exceptions", ", ".join(f"{key} ({run})" for key, run in folds.stack()[lambda v: v <= 1].index)
+              or "none")
+folds.style.format(precision=2)
+
+# %% [markdown]
+# How this compares with the paper. The direction of the paper's claim shows in our runs, its size
+# does not. During TPT {glue:text}`c01_n_shrink` of {glue:text}`c01_n_pairs` (quantity, run) pairs
+# shrink; the exceptions, which stay flat or grow slightly, are: {glue:text}`c01_exceptions`.
+# The NCC mismatch is 0 at the end of every run that reached TPT. But the paper's NC1 falls by
+# orders of magnitude within TPT, ours by the factors above. Our MLP runs enter TPT only after
+# the first or second learning-rate drop (at epoch 116 or 233 of 350), so most of their terminal
+# phase runs at a learning rate of $6.75\cdot10^{-3}$ or $6.75\cdot10^{-4}$, where the features
+# move slowly; the CNN runs reach zero training error early, at the high learning rate, but take
+# 14,000 SGD steps where the paper's networks take 164,000.
 #
 # ## Paper vs this book
 #
 # | | {cite:t}`papyan2020prevalence` | this book, `cpu` preset | this book, `paper` preset |
 # |---|---|---|---|
-# | data | MNIST, FashionMNIST, SVHN, CIFAR-10/100, STL10, ImageNet; balanced | MNIST (balanced by subsampling to 5,421 per class) and FashionMNIST, full train sets for the MLP; 500 images per class for the CNN | MNIST (5,421 per class) and FashionMNIST, full |
+# | data | MNIST, FashionMNIST, SVHN, CIFAR-10/100, STL10, ImageNet; balanced | MNIST (balanced by subsampling to 5,421 per class; test set to 892 per class) and FashionMNIST, full train sets for the MLP; 500 images per class for the CNN | MNIST (5,421 per class) and FashionMNIST, full |
 # | networks | VGG, ResNet, DenseNet | a 3-layer MLP (width 512, BatchNorm) and a 4-layer CNN (width 16, d = 64) | ResNet18, VGG11 |
 # | protocol | SGD, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr /10 at 1/3 and 2/3, lr swept over 25 values | same, lr 0.0675 for both networks (no sweep) | same, lr 0.094 from the paper's grid (no sweep run yet) |
 # | TPT reached | yes | see the table above | pending: needs a GPU run |
@@ -189,7 +215,8 @@ for (ds, arch), s in summaries.items():
     assert len(snaps) >= 2 and all(math.isfinite(v) for v in snaps["nc1"])
     if PRESET != "smoke":
         assert s["tpt_epoch"] is not None, f"{ds}/{arch} never reached zero training error"
-        # What the text claims: collapse goes on during TPT (not the paper's 10x and more, see above).
+        # What the text claims: NC1 keeps falling in TPT (not the paper's 10x and more, see above),
+        # and the decisions end as the nearest-class-center rule's.
         assert s["nc1_drop"] > 1, f"{ds}/{arch}: NC1 did not fall during TPT ({s['nc1_drop']:.2f}x)"
-        assert s["nc1_first"] / s["nc1_end"] > 5, f"{ds}/{arch}: NC1 fell only {s['nc1_first'] / s['nc1_end']:.1f}x"
-        assert s["ncc_mismatch_end"] < 0.01, f"{ds}/{arch}: NCC mismatch {s['ncc_mismatch_end']}"
+        assert s["nc1_first"] > s["nc1_end"], f"{ds}/{arch}: NC1 did not fall over the run"
+        assert s["ncc_mismatch_end"] == 0, f"{ds}/{arch}: NCC mismatch {s['ncc_mismatch_end']}"
