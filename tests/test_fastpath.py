@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ncutils import config, train
+from ncutils import train
 from ncutils.metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_mismatch_count
 from ncutils.store import Run
 from _helpers import tiny_config
