@@ -35,6 +35,12 @@ _ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None}, {"classifier": 
 _FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
                              inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)
 
+# Chapter 4's protocol (segmentation): SGD + poly schedule, crops and flips, the CR-loss settings.
+_SEG = dict(lr=0.05, lr_power=0.9, momentum=0.9, weight_decay=5e-4, flip=True, cr_scale=5.0,
+            cr_normalize=True, cr_frozen=True)
+# Chapter 4's two variants: pixel cross entropy alone (baseline) and with the CR loss (lambda 0.4).
+_SEG_VARIANTS = ({"name": "baseline", "cr_weight": 0.0}, {"name": "cr", "cr_weight": 0.4})
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Chapter 1: NC1-NC4 in the terminal phase of training.
     "terminal_phase": {
@@ -109,6 +115,24 @@ PRESETS: dict[str, dict[str, dict]] = {
                       seed_init_scales=(1e-3, 0.1, 1.0, 3.0), hess=dict(K=10, n=20, d=12),
                       lanczos=dict(K=10, n=5000, d=512), slice_points=81,
                       dims=(1, 2, 3, 5, 8, 9, 10, 12, 64, 512), dim_seeds=10),
+    },
+    # Chapter 4: imbalanced segmentation and the center-collapse (CR) loss (Zhong et al. 2023) on
+    # CamVid (240 x 180 frames, 11 classes, void ignored). Two variants trained identically: the
+    # pixel cross entropy alone, and with the CR branch (lambda = cr_weight; the centers go through a
+    # frozen random 1x1 projection, are L2-normalized, and their logits against the fixed ETF are
+    # scaled by cr_scale, as in the authors' code). SGD with the poly schedule (power 0.9).
+    "camvid_cr": {
+        "smoke": dict(_SEG, widths=(4, 8), feature_dim=16, cr_dim=16, crop=(64, 64), batch_size=4,
+                      epochs=2, eval_every=1, n_train=12, n_eval=8, seeds=(0,), variants=_SEG_VARIANTS),
+        # A compact U-Net (widths 8-64, 32-channel pixel features, 117k parameters) on random
+        # 128 x 128 crops, 60 epochs (2,760 steps of 8 crops), 3 seeds per variant.
+        "cpu": dict(_SEG, widths=(8, 16, 32, 64), feature_dim=32, cr_dim=32, crop=(128, 128),
+                    batch_size=8, epochs=60, eval_every=10, n_train=None, n_eval=None, seeds=(0, 1, 2),
+                    variants=_SEG_VARIANTS),
+        # For a GPU: a wider U-Net (widths 32-256, 64-channel features) on full frames, 200 epochs.
+        "paper": dict(_SEG, widths=(32, 64, 128, 256), feature_dim=64, cr_dim=64, crop=None,
+                      batch_size=8, epochs=200, eval_every=10, n_train=None, n_eval=None,
+                      seeds=(0, 1, 2), variants=_SEG_VARIANTS),
     },
 }
 

@@ -20,6 +20,7 @@ resizing, a low-resolution feature can of course reach labelled pixels through t
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -27,13 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .etf import ETFClassifier
-from .metrics import ClassStats, collapse_metrics, metrics_from_stats
+from .metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_mismatch_count
 from .models import _conv_bn_relu, _init_convs
 
 __all__ = [
     "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "center_collapse_loss",
     "ConfusionMatrix", "iou_per_class", "SegUNet", "subsample_pixels", "seg_collapse_metrics",
-    "class_geometry", "evaluate_segmentation",
+    "class_geometry", "evaluate_segmentation", "SEG_HISTORY_COLUMNS", "build_seg_model", "augment_batch",
+    "train_segmentation", "run_segmentation", "seg_variant_label",
 ]
 
 IGNORE_INDEX = 255
@@ -234,14 +236,15 @@ class SegUNet(nn.Module):
     CR branch (``cr_dim``): a learned 1x1 conv ``cr_head`` projects the features to ``cr_dim``
     channels, whose class centers are classified by a fixed simplex ETF ``cr_etf``
     (:class:`ncutils.etf.ETFClassifier`, a buffer, never trained); see :meth:`cr_loss`. It is used
-    only for the training loss; :meth:`forward` does not touch it.
+    only for the training loss; :meth:`forward` does not touch it. ``cr_frozen=True`` freezes the
+    projection at its random initialisation (``requires_grad=False``), as in the authors' code.
 
     Default widths (16, 32, 64, 128) and feature_dim 32: 446,683 parameters (447,211 with cr_dim=16).
     """
 
     def __init__(self, num_classes: int = 11, in_channels: int = 3,
                  widths: Sequence[int] = (16, 32, 64, 128), feature_dim: int = 32,
-                 cr_dim: Optional[int] = None, cr_seed: Optional[int] = None):
+                 cr_dim: Optional[int] = None, cr_seed: Optional[int] = None, cr_frozen: bool = False):
         super().__init__()
         num_classes = _check_int("num_classes", num_classes, 2)
         in_channels = _check_int("in_channels", in_channels, 1)
@@ -270,6 +273,9 @@ class SegUNet(nn.Module):
             cr_dim = _check_int("cr_dim", cr_dim, num_classes - 1)
             self.cr_head = nn.Conv2d(feature_dim, cr_dim, 1)
             self.cr_etf = ETFClassifier(cr_dim, num_classes, seed=cr_seed)
+            if not isinstance(cr_frozen, bool):
+                raise ValueError(f"cr_frozen must be True or False, got {cr_frozen!r}")
+            self.cr_head.requires_grad_(not cr_frozen)
 
     @property
     def num_classes(self) -> int:
@@ -379,7 +385,7 @@ def class_geometry(means: torch.Tensor, weight: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate_segmentation(model: SegUNet, images, labels, batch_size: int = 8,
                           transform: Optional[Callable] = None, ignore_index: int = IGNORE_INDEX,
-                          branch: str = "features", device=None) -> dict:
+                          branch: str = "features", device=None, ncc: bool = False) -> dict:
     """One pass over ``images`` (uint8 N x 3 x H x W, or float) and ``labels`` (N x H x W), model in
     eval mode: ``confusion`` (:class:`ConfusionMatrix`), ``miou``, ``iou`` (K), ``pixel_accuracy``,
     ``stats`` (:class:`ncutils.metrics.ClassStats` over every labelled pixel's features, float64,
@@ -389,7 +395,9 @@ def evaluate_segmentation(model: SegUNet, images, labels, batch_size: int = 8,
 
     ``transform`` maps a uint8 batch to the model input (default :func:`ncutils.data.camvid_to_float`
     for uint8 images). ``branch``: "features" (pixel features vs the learned 1x1 classifier) or "cr"
-    (CR-projected features vs the fixed ETF).
+    (CR-projected features vs the fixed ETF). ``ncc=True`` makes a second pass for
+    ``ncc_mismatch``: the fraction of labelled pixels whose classifier decision (argmax of W h + b)
+    differs from the nearest class center's.
     """
     from .data import camvid_to_float
 
@@ -426,6 +434,272 @@ def evaluate_segmentation(model: SegUNet, images, labels, batch_size: int = 8,
     if stats.counts is not None and bool((stats.counts > 0).all()):
         w = model.cr_etf.weight if branch == "cr" else model.classifier_weight
         b = None if branch == "cr" else model.classifier.bias
-        out["collapse"] = metrics_from_stats(stats, w.detach(), None if b is None else b.detach())
+        w, b = w.detach(), (None if b is None else b.detach())
+        mismatch = math.nan
+        if ncc:
+            wrong, total = 0, 0
+            model.eval()
+            try:
+                for start in range(0, len(images), batch_size):
+                    x = transform(images[start:start + batch_size]).to(device)
+                    h = model.forward_features(x)
+                    if branch == "cr":
+                        h = model.cr_features(h)
+                    hp, _ = pixel_features(h, labels[start:start + batch_size].to(device), k, ignore_index)
+                    wrong += ncc_mismatch_count(hp, stats.means.to(hp.device), w.to(hp.device),
+                                                None if b is None else b.to(hp.device))
+                    total += len(hp)
+            finally:
+                model.train(was_training)
+            mismatch = wrong / total
+        out["collapse"] = metrics_from_stats(stats, w, b, ncc_mismatch=mismatch, extras=True)
         out["geometry"] = class_geometry(stats.means, w)
     return out
+
+
+# ----------------------------------------------------------------------------- training
+
+SEG_HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "cr_loss", "val_miou", "val_pixel_accuracy",
+                       "epoch_seconds")
+_SEG_REQUIRED = ("seed", "epochs", "batch_size", "lr", "lr_power", "momentum", "weight_decay",
+                 "widths", "feature_dim", "crop", "flip", "cr_weight", "cr_dim", "cr_scale",
+                 "cr_normalize", "cr_frozen", "eval_every", "n_train", "n_eval")
+
+
+def _check_seg_config(cfg: dict) -> None:
+    if not isinstance(cfg, dict):
+        raise TypeError(f"config must be a dict, got {type(cfg).__name__}")
+    missing = [k for k in _SEG_REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"segmentation config is missing {missing}")
+    for key in ("epochs", "batch_size", "feature_dim", "eval_every"):
+        _check_int(f"config[{key!r}]", cfg[key], 1)
+    for key in ("lr", "lr_power", "cr_scale"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] > 0:
+            raise ValueError(f"config[{key!r}] must be a number > 0, got {cfg[key]!r}")
+    for key in ("momentum", "weight_decay", "cr_weight"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] >= 0:
+            raise ValueError(f"config[{key!r}] must be a number >= 0, got {cfg[key]!r}")
+    crop = cfg["crop"]
+    if crop is not None and (not isinstance(crop, (list, tuple)) or len(crop) != 2
+                             or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in crop)):
+        raise ValueError(f"config['crop'] must be None or (height, width) in pixels, got {crop!r}")
+    if cfg["cr_weight"] > 0 and cfg["cr_dim"] is None:
+        raise ValueError("config['cr_weight'] > 0 needs config['cr_dim'] (the CR projection's width)")
+    for key in ("n_train", "n_eval"):
+        if cfg[key] is not None:
+            _check_int(f"config[{key!r}]", cfg[key], 1)
+
+
+def build_seg_model(cfg: dict, num_classes: int = 11) -> SegUNet:
+    """The :class:`SegUNet` of a segmentation config (seeded by ``cfg['seed']``); the CR branch
+    exists only when ``cfg['cr_weight'] > 0``. The CR branch is created after the rest, so runs
+    with and without it start from the same network weights."""
+    torch.manual_seed(cfg["seed"])
+    use_cr = cfg["cr_weight"] > 0
+    return SegUNet(num_classes, widths=tuple(cfg["widths"]), feature_dim=cfg["feature_dim"],
+                   cr_dim=cfg["cr_dim"] if use_cr else None, cr_seed=cfg["seed"],
+                   cr_frozen=bool(cfg["cr_frozen"]))
+
+
+def augment_batch(images: torch.Tensor, labels: torch.Tensor, crop, flip: bool,
+                  generator: torch.Generator):
+    """A random ``crop`` (height, width; None keeps the frame) and, with ``flip``, a random
+    horizontal flip per image, drawn from ``generator``; the same window and flip for each label map."""
+    n, _, height, width = images.shape
+    ch, cw = (height, width) if crop is None else crop
+    if ch > height or cw > width:
+        raise ValueError(f"crop must fit in the {height} x {width} frames, got {tuple(crop)}")
+    tops = torch.randint(0, height - ch + 1, (n,), generator=generator)
+    lefts = torch.randint(0, width - cw + 1, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    xs, ys = [], []
+    for i in range(n):
+        t, l = int(tops[i]), int(lefts[i])
+        x, y = images[i, :, t:t + ch, l:l + cw], labels[i, t:t + ch, l:l + cw]
+        if flip and bool(flips[i]):
+            x, y = x.flip(-1), y.flip(-1)
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def _spread(n: int, keep: Optional[int]) -> torch.Tensor:
+    """``keep`` evenly spaced indices of 0..n-1 (all when None): frames from every sequence."""
+    if keep is None or keep >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, keep).round().long()
+
+
+def _poly_lr(cfg: dict, step: int, total: int) -> float:
+    return cfg["lr"] * (1.0 - step / total) ** cfg["lr_power"]
+
+
+def _geometry_arrays(prefix: str, result: dict) -> dict:
+    g = result.get("geometry")
+    if g is None:
+        return {}
+    return {f"{prefix}_{k}": v.cpu().numpy() for k, v in g.items()} | \
+        {f"{prefix}_class_means": result["stats"].means.cpu().numpy(),
+         f"{prefix}_class_counts": result["stats"].counts.cpu().numpy()}
+
+
+def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = None,
+                       stop_after: Optional[int] = None) -> dict:
+    """Train a :class:`SegUNet` on CamVid into ``run`` and measure it; returns a summary.
+
+    Protocol: SGD (momentum, weight decay) with the poly schedule lr (1 - step/steps)^lr_power per
+    iteration; random ``crop`` + horizontal ``flip``; loss = pixel cross entropy (void ignored)
+    + ``cr_weight`` x :meth:`SegUNet.cr_loss` (``cr_scale``, ``cr_normalize``) when cr_weight > 0.
+    Validation mIoU every ``eval_every`` epochs. An atomic checkpoint after every epoch; a rerun
+    resumes from it (the batch order and the crops depend only on the seed and the epoch).
+
+    At the end, on the full 240 x 180 frames: the test confusion matrix, per-class IoU and mIoU
+    (tables ``test_iou``, arrays ``confusion``), and the collapse metrics of the pixel features
+    against the learned classifier on train and test (and of the CR projection against the fixed
+    ETF when the branch exists): table ``collapse``, arrays ``geometry`` (class means, cosines).
+    ``n_train`` / ``n_eval`` (None: all) keep that many evenly spaced frames of train / val and
+    test (smoke).
+    """
+    from . import data
+    from .train import CheckpointError, TensorBatches, load_checkpoint, save_checkpoint
+
+    _check_seg_config(cfg)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if progress is None:
+        import os
+
+        progress = os.environ.get("NCUTILS_PROGRESS", "1") != "0"
+    xtr, ytr = data.load_camvid("train")
+    xva, yva = data.load_camvid("val")
+    xte, yte = data.load_camvid("test")
+    xtr, ytr = (t[_spread(len(t), cfg["n_train"])] for t in (xtr, ytr))
+    xva, yva = (t[_spread(len(t), cfg["n_eval"])] for t in (xva, yva))
+    xte, yte = (t[_spread(len(t), cfg["n_eval"])] for t in (xte, yte))
+    k = len(data.CAMVID_CLASSES)
+    model = build_seg_model(cfg, k).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    batches = TensorBatches(xtr, ytr, batch_size=cfg["batch_size"], seed=cfg["seed"])
+    total_steps = cfg["epochs"] * len(batches)
+    ckpt_path, key = run.path / "checkpoint.pt", run.key
+    history, start_epoch, wall = [], 1, 0.0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if state.get("config_hash") != key:
+            raise CheckpointError(f"checkpoint {ckpt_path} belongs to config {state.get('config_hash')}, "
+                                  f"not {key}; delete it to restart the run")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "segment", unit="ep")
+    use_cr, done_here = cfg["cr_weight"] > 0, 0
+    for epoch in range(start_epoch, cfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
+        step = (epoch - 1) * len(batches)
+        lr0, ce_sum, cr_sum, nb = _poly_lr(cfg, step, total_steps), 0.0, 0.0, 0
+        for xb, yb in batches.epoch(epoch):
+            xb, yb = augment_batch(xb, yb, cfg["crop"], cfg["flip"], gen)
+            x, y = data.camvid_to_float(xb).to(device), yb.to(device).long()
+            for group in opt.param_groups:
+                group["lr"] = _poly_lr(cfg, step, total_steps)
+            logits, h = model.logits_and_features(x)
+            ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            loss = ce
+            if use_cr:
+                cr = model.cr_loss(h, y, scale=float(cfg["cr_scale"]), normalize=bool(cfg["cr_normalize"]))
+                loss = ce + cfg["cr_weight"] * cr
+                cr_sum += float(cr.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ce_sum, nb, step = ce_sum + float(ce.detach()), nb + 1, step + 1
+        if not math.isfinite(ce_sum):
+            raise FloatingPointError(f"training diverged at epoch {epoch}; lower config['lr'] = {cfg['lr']}")
+        row = {"epoch": epoch, "lr": lr0, "train_loss": ce_sum / nb, "cr_loss": cr_sum / nb if use_cr else math.nan,
+               "val_miou": math.nan, "val_pixel_accuracy": math.nan}
+        if epoch % cfg["eval_every"] == 0 or epoch == cfg["epochs"]:
+            val = evaluate_segmentation(model, xva, yva, device=device)
+            row.update(val_miou=val["miou"], val_pixel_accuracy=val["pixel_accuracy"])
+        wall += time.perf_counter() - t0
+        row["epoch_seconds"] = time.perf_counter() - t0
+        history.append(row)
+        save_checkpoint(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "history": history, "wall_seconds": wall, "config_hash": key})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}", val_miou=f"{row['val_miou']:.3g}")
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after and epoch < cfg["epochs"]:
+            break
+    if bar is not None:
+        bar.close()
+    run.save_table("history", [{c: r.get(c, math.nan) for c in SEG_HISTORY_COLUMNS} for r in history])
+    last = history[-1]
+    if last["epoch"] < cfg["epochs"]:
+        return {"complete": False, "epochs_done": last["epoch"]}
+    t0 = time.perf_counter()
+    test = evaluate_segmentation(model, xte, yte, device=device, ncc=True)
+    train_eval = evaluate_segmentation(model, xtr, ytr, device=device, ncc=True)
+    results = [("train", "features", train_eval), ("test", "features", test)]
+    if use_cr:
+        results += [(split, "cr", evaluate_segmentation(model, xs, ys, device=device, branch="cr", ncc=True))
+                    for split, xs, ys in (("train", xtr, ytr), ("test", xte, yte))]
+    counts = torch.bincount(ytr[ytr != IGNORE_INDEX].long(), minlength=k)
+    run.save_table("test_iou", [{"class_id": c, "class": data.CAMVID_CLASSES[c], "train_pixels": int(counts[c]),
+                                 "iou": float(test["iou"][c]),
+                                 "accuracy": float(test["confusion"].class_accuracy()[c])} for c in range(k)])
+    from .metrics import EXTRA_KEYS, METRIC_KEYS
+
+    nan_row = dict.fromkeys(METRIC_KEYS + EXTRA_KEYS, math.nan)  # a class absent from the split
+    run.save_table("collapse", [{"split": split, "branch": branch,
+                                 "classes_present": int((res["stats"].counts > 0).sum())
+                                 if res["stats"].counts is not None else 0,
+                                 **res.get("collapse", nan_row)} for split, branch, res in results])
+    arrays = {"confusion": test["confusion"].matrix.numpy()}
+    for split, branch, res in results:
+        arrays |= _geometry_arrays(f"{split}_{branch}", res)
+    run.save_arrays("geometry", **arrays)
+    wall += time.perf_counter() - t0
+    rare = [int(c) for c in torch.argsort(counts)[:4]]
+    test_iou = test["iou"].tolist()
+    return {"complete": True, "epochs_done": last["epoch"], "wall_seconds": wall,
+            "test_miou": test["miou"], "test_pixel_accuracy": test["pixel_accuracy"],
+            "rare_classes": [data.CAMVID_CLASSES[c] for c in rare],
+            "test_rare_miou": float(sum(test_iou[c] for c in rare) / len(rare)),
+            "final_val_miou": last["val_miou"], "train_frames": len(xtr), "test_frames": len(xte),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in params),
+            "train_nc1": train_eval.get("collapse", {}).get("nc1", math.nan)}
+
+
+def seg_variant_label(variant: dict, seed: int) -> str:
+    return f"{variant['name']}-s{seed}"
+
+
+def run_segmentation(preset: str, force: bool = False, device=None, progress: Optional[bool] = None,
+                     only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None) -> dict:
+    """Load or train every run of the ``camvid_cr`` experiment at ``preset``:
+    ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds."""
+    from . import config as _config
+    from .store import load_or_run
+
+    exp = _config.get_preset("camvid_cr", preset)
+    variants, all_seeds = exp.pop("variants"), exp.pop("seeds")
+    runs = {}
+    for seed in (all_seeds if seeds is None else seeds):
+        for variant in variants:
+            if only is not None and variant["name"] not in only:
+                continue
+            cfg = {**exp, **{k: v for k, v in variant.items() if k != "name"}, "seed": seed}
+            runs[(variant["name"], seed)] = load_or_run(
+                "camvid_cr", preset, cfg,
+                lambda r, c=cfg: train_segmentation(r, c, device=device, progress=progress),
+                label=seg_variant_label(variant, seed), force=force, device=device)
+    return runs
