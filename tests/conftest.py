@@ -17,6 +17,16 @@ def real_data(monkeypatch):
 
 
 @pytest.fixture
+def camvid_root(monkeypatch):
+    """The staged data folder holding CamVid/ ($NCUTILS_DATA or ../shared/data), else skip."""
+    root = os.environ.get("NCUTILS_DATA") or str(SHARED)
+    if not (Path(root) / "CamVid" / "240x180").is_dir():
+        pytest.skip("CamVid files not available (set NCUTILS_DATA)")
+    monkeypatch.setenv("NCUTILS_DATA", root)
+    return Path(root)
+
+
+@pytest.fixture
 def results_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NCUTILS_RESULTS", str(tmp_path / "results"))
     return tmp_path / "results"

@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import os
 import pathlib
 import shutil
 
@@ -12,20 +11,9 @@ import torch
 
 from ncutils import data as D
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Pixel counts per class at 240x180 from data/README.md (ids 0..10, then void)
 TRAIN_COUNTS = [2655759, 3682975, 156038, 5040098, 710515, 1539084, 185523, 178727, 929651, 101362, 46192]
 TRAIN_VOID = 628476
-
-
-@pytest.fixture
-def camvid_root(monkeypatch):
-    """The staged data folder holding CamVid/ ($NCUTILS_DATA or ../shared/data), else skip."""
-    root = os.environ.get("NCUTILS_DATA") or str(SHARED)
-    if not (pathlib.Path(root) / "CamVid" / "240x180").is_dir():
-        pytest.skip("CamVid files not available (set NCUTILS_DATA)")
-    monkeypatch.setenv("NCUTILS_DATA", root)
-    return pathlib.Path(root)
 
 
 # ----------------------------------------------------------------------------- the real files

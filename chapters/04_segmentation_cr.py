@@ -1,0 +1,389 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Imbalanced segmentation: the class centers are not a simplex ETF, and a center-collapse loss
+#
+# {cite:t}`zhong2023understanding` look for neural collapse in semantic segmentation. Their claim has
+# two parts:
+#
+# 1. **Diagnosis.** Pixels of different classes are contextually correlated and the classes are
+#    heavily imbalanced (road and sky cover large parts of every frame, pedestrians almost nothing),
+#    so neither the class centers of the last-layer pixel features nor the classifier form the
+#    symmetric, maximally separated simplex ETF of neural collapse; minor classes end up too close
+#    to major ones and suffer.
+# 2. **Remedy.** A *center regularization* branch, used only in training: per batch, average the
+#    pixel features of each class present into a center $z_k$, classify the centers with a **fixed**
+#    simplex-ETF classifier $W^*$, and add
+#    $\mathcal L_{CR} = -\frac1P\sum_{k \text{ present}} \log \operatorname{softmax}(W^* z_k)_k$
+#    to the pixel-wise cross entropy: $\mathcal L = \mathcal L_{PR} + \lambda \mathcal L_{CR}$.
+#    Every class present counts once, however few pixels it has. The claimed effect is better
+#    discrimination of the minor classes. As in the authors' code, our centers go through a frozen
+#    $1\times1$ projection and are L2-normalized, and their logits are scaled by 5 before the cross entropy.
+#
+# We test both parts on CamVid (urban driving frames, 11 classes plus an ignored void label) with a
+# compact U-Net trained from scratch, with and without the CR branch, several seeds each, the same
+# schedule otherwise. Everything below is computed by `ncutils.seg`.
+
+# %% tags=["remove-cell"]
+import sys
+
+if "google.colab" in sys.modules:
+    # %pip install -q "ncutils @ git+https://github.com/ncbook/neural-collapse-book"
+    pass
+
+# %% tags=["parameters"]
+PRESET = "cpu"
+SEED = 0
+FORCE_RUN = False
+
+# %%
+import math
+
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown
+
+from ncutils import config, plotting, seg
+
+EXPERIMENT = "camvid_cr"
+exp = config.get_preset(EXPERIMENT, PRESET)
+seeds = [SEED + s for s in exp["seeds"]]
+variants = [v["name"] for v in exp["variants"]]
+cr_variant = next(v for v in exp["variants"] if v["cr_weight"] > 0)
+print(f"preset {PRESET!r}: U-Net widths {exp['widths']}, {exp['feature_dim']}-d pixel features, "
+      f"crops {exp['crop'] or 'none (full frames)'}, batch {exp['batch_size']}, {exp['epochs']} epochs, "
+      f"SGD lr {exp['lr']} (poly {exp['lr_power']}), weight decay {exp['weight_decay']}; "
+      f"variants {variants} (CR: lambda {cr_variant['cr_weight']}, scale {exp['cr_scale']}, "
+      f"normalize {exp['cr_normalize']}, frozen projection {exp['cr_frozen']}); seeds {seeds}")
+
+# %% [markdown]
+# ## The runs
+#
+# One run per variant and seed. Committed results under `data/results/camvid_cr/` are loaded, never
+# retrained; `python scripts/run_experiment.py camvid_cr --preset cpu` computes missing ones
+# (resumable). Every run ends with a test pass over the full 240 x 180 frames: per-class IoU, and the
+# collapse statistics of every labelled pixel's features, on train and on test.
+
+# %%
+runs = seg.run_segmentation(PRESET, force=FORCE_RUN, seeds=seeds)
+plotting.provenance_table(runs.values())
+
+# %%
+K = 11
+iou_tables = {key: run.table("test_iou") for key, run in runs.items()}
+classes = list(iou_tables[next(iter(runs))]["class"])
+train_pixels = iou_tables[next(iter(runs))]["train_pixels"].to_numpy()
+order = np.argsort(-train_pixels, kind="stable")  # most frequent first
+rare = set(order[-4:].tolist())  # the four rarest classes in the training frames
+colors = {"baseline": "C0", "cr": "C3"}
+labels = {"baseline": "cross entropy", "cr": f"+ CR loss (lambda {cr_variant['cr_weight']})"}
+
+# %% [markdown]
+# ## How imbalanced is CamVid?
+#
+# Pixel counts of the training frames the runs used (void excluded), most frequent first; the four
+# rarest classes, marked with an asterisk throughout, are what we call the minor classes.
+
+# %% mystnb={"figure": {"caption": "Share of the labelled training pixels per class, most frequent first (log scale). The four rarest classes (red, marked *) are the minor classes of this chapter.", "name": "fig-04-frequencies"}} tags=["hide-input"]
+share = train_pixels / train_pixels.sum()
+names = [classes[c] + ("*" if c in rare else "") for c in order]
+fig, axes = plotting.new_figure(1, 1, width=5.0, height=2.6)
+ax = axes[0][0]
+ax.bar(range(K), share[order], color=["C3" if c in rare else "C0" for c in order])
+for i, c in enumerate(order):
+    ax.text(i, share[c], f"{share[c]:.1%}", ha="center", va="bottom", fontsize=6)
+ax.set_xticks(range(K), names, rotation=45, ha="right")
+ax.set(yscale="log", ylabel="share of labelled pixels")
+plotting.glue("c04_top_class", classes[order[0]])
+plotting.glue("c04_top_share", float(share[order[0]]))
+plotting.glue("c04_rarest_class", classes[order[-1]])
+plotting.glue("c04_rarest_share", float(share[order[-1]]))
+plotting.glue("c04_imbalance", float(share[order[0]] / share[order[-1]]))
+plotting.glue("c04_rare_names", ", ".join(classes[c] for c in order[-4:]))
+fig
+
+# %% [markdown]
+# The most frequent class, {glue:text}`c04_top_class`, covers {glue:text}`c04_top_share:.1%` of the
+# labelled pixels; the rarest, {glue:text}`c04_rarest_class`, {glue:text}`c04_rarest_share:.2%`: an
+# imbalance of {glue:text}`c04_imbalance:.0f` to 1. The four minor classes are
+# {glue:text}`c04_rare_names`.
+#
+# ## Training
+#
+# Validation mIoU during training, per seed (thin lines) for both variants.
+
+# %% mystnb={"figure": {"caption": "Validation mIoU (101 frames) during training, one line per seed; blue: pixel cross entropy only, red: with the CR loss.", "name": "fig-04-training"}} tags=["hide-input"]
+fig, axes = plotting.new_figure(2, 1, width=3.4, height=2.6)
+for (variant, seed), run in runs.items():
+    hist = run.table("history")
+    part = hist.dropna(subset=["val_miou"])
+    axes[0][0].plot(part["epoch"], part["val_miou"], color=colors[variant], lw=1, marker=".", ms=3,
+                    label=labels[variant] if seed == seeds[0] else None)
+    axes[0][1].plot(hist["epoch"], hist["train_loss"], color=colors[variant], lw=1,
+                    label="pixel CE" if seed == seeds[0] else None)
+    if variant == "cr":
+        axes[0][1].plot(hist["epoch"], hist["cr_loss"], color=colors[variant], lw=1, ls="--",
+                        label="CR loss" if seed == seeds[0] else None)
+axes[0][0].set(xlabel="epoch", ylabel="validation mIoU")
+axes[0][1].set(xlabel="epoch", ylabel="training loss (epoch mean)", yscale="log")
+axes[0][0].legend(fontsize=7)
+axes[0][1].legend(fontsize=7)
+fig
+
+# %% [markdown]
+# ## Per-class IoU on the test split
+#
+# Mean and standard deviation over seeds of the IoU of each class on the 233 test frames, classes
+# ordered by training-pixel frequency; mIoU is the mean over the 11 classes, "minor" the mean over
+# the four rarest.
+
+# %% tags=["hide-input"]
+iou = {v: np.stack([iou_tables[v, s]["iou"].to_numpy() for s in seeds]) for v in variants}  # seeds x K
+rows = []
+for c in order:
+    row = {"class": classes[c] + ("*" if c in rare else ""), "train pixels": f"{share[c]:.2%}"}
+    for v in variants:
+        row[f"{v} IoU"] = f"{iou[v][:, c].mean():.3f} ± {iou[v][:, c].std(ddof=1) if len(seeds) > 1 else 0:.3f}"
+    row["CR - baseline"] = f"{(iou['cr'][:, c] - iou['baseline'][:, c]).mean():+.3f}"
+    rows.append(row)
+rare_idx = sorted(rare)
+miou = {v: iou[v].mean(1) for v in variants}  # per seed
+rare_miou = {v: iou[v][:, rare_idx].mean(1) for v in variants}
+sd = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+for name, vals in (("mIoU (11 classes)", miou), ("minor mean IoU (4 rarest)", rare_miou)):
+    row = {"class": name, "train pixels": ""}
+    for v in variants:
+        row[f"{v} IoU"] = f"{vals[v].mean():.3f} ± {sd(vals[v]):.3f}"
+    row["CR - baseline"] = f"{(vals['cr'] - vals['baseline']).mean():+.3f}"
+    rows.append(row)
+for v in variants:
+    plotting.glue(f"c04_miou_{v}", float(miou[v].mean()))
+    plotting.glue(f"c04_miou_{v}_sd", sd(miou[v]))
+    plotting.glue(f"c04_rare_{v}", float(rare_miou[v].mean()))
+    plotting.glue(f"c04_rare_{v}_sd", sd(rare_miou[v]))
+d_miou, d_rare = miou["cr"] - miou["baseline"], rare_miou["cr"] - rare_miou["baseline"]
+plotting.glue("c04_dmiou", float(d_miou.mean()))
+plotting.glue("c04_drare", float(d_rare.mean()))
+plotting.glue("c04_n_seeds", len(seeds))
+plotting.glue("c04_run_minutes", float(np.mean([r.info["wall_seconds"] for r in runs.values()]) / 60))
+plotting.glue("c04_rare_wins", int((d_rare > 0).sum()))
+plotting.glue("c04_miou_wins", int((d_miou > 0).sum()))
+pd.DataFrame(rows).style.hide()
+
+# %% mystnb={"figure": {"caption": "Test IoU per class (mean over seeds, bars; one dot per seed), classes ordered by training-pixel frequency, the four rarest marked *. Blue: pixel cross entropy only; red: with the CR loss.", "name": "fig-04-iou"}} tags=["hide-input"]
+fig, axes = plotting.new_figure(1, 1, width=6.0, height=2.8)
+ax = axes[0][0]
+width = 0.38
+for j, v in enumerate(variants):
+    xs = np.arange(K) + (j - 0.5) * width
+    ax.bar(xs, iou[v][:, order].mean(0), width, color=colors[v], alpha=0.8, label=labels[v])
+    for s in range(len(seeds)):
+        ax.plot(xs, iou[v][s, order], ".", color="k", ms=2)
+ax.set_xticks(range(K), names, rotation=45, ha="right")
+ax.set(ylabel="test IoU", ylim=(0, 1))
+ax.legend(fontsize=7, loc="upper right")
+fig
+
+# %% [markdown]
+# Test mIoU: {glue:text}`c04_miou_baseline:.3f` ± {glue:text}`c04_miou_baseline_sd:.3f` with the
+# pixel cross entropy alone, {glue:text}`c04_miou_cr:.3f` ± {glue:text}`c04_miou_cr_sd:.3f` with
+# the CR loss (mean ± standard deviation over {glue:text}`c04_n_seeds` seeds). Mean IoU of the four
+# minor classes: {glue:text}`c04_rare_baseline:.3f` ± {glue:text}`c04_rare_baseline_sd:.3f` against
+# {glue:text}`c04_rare_cr:.3f` ± {glue:text}`c04_rare_cr_sd:.3f`. The paired differences (CR minus
+# baseline, same seed) average {glue:text}`c04_dmiou:+.3f` in mIoU and {glue:text}`c04_drare:+.3f`
+# on the minor classes; the CR run is ahead in {glue:text}`c04_miou_wins` of
+# {glue:text}`c04_n_seeds` seeds on mIoU and in {glue:text}`c04_rare_wins` on the minor classes.
+
+# %% tags=["hide-input"]
+def verdict(diff: np.ndarray, what: str) -> str:
+    """A sentence on a paired difference over seeds: its mean, its spread and its sign."""
+    mean, spread = float(diff.mean()), sd(diff)
+    se = spread / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
+    if len(diff) > 1 and abs(mean) > 2 * se:
+        word = "higher" if mean > 0 else "lower"
+        return (f"On {what}, the CR loss is **{word}** by {abs(mean):.3f} on average, more than twice "
+                f"the standard error of the paired mean ({se:.3f}).")
+    return (f"On {what}, the difference ({mean:+.3f}, standard error {se:.3f} over {len(diff)} paired "
+            "seeds) is **within noise** at this scale.")
+
+
+Markdown(verdict(d_miou, "mIoU") + " " + verdict(d_rare, "the four minor classes"))
+
+# %% [markdown]
+# ## Neural-collapse geometry of the trained networks
+#
+# For each trained network we take every labelled pixel of the 367 training frames (full frames,
+# no augmentation), compute the class means $\mu_k$ of its pixel features $h$ (the 32 channels before
+# the $1\times1$ classifier) and measure them with the collapse metrics of chapter 1 against the
+# learned classifier $W$: NC1, the equinorm and equiangularity spreads of the centered means and of
+# the classifier rows, the max-angle gap (0 for a simplex ETF) and the self-duality distance. For the
+# CR runs we also measure the CR branch: the projected features against the fixed ETF $W^*$.
+
+# %% tags=["hide-input"]
+show_keys = ["nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equinorm_classifiers",
+             "equiangular_classifiers", "maxangle_classifiers", "self_duality", "ncc_mismatch"]
+col = []
+for (variant, seed), run in runs.items():
+    tab = run.table("collapse")
+    for _, r in tab.iterrows():
+        col.append({"variant": variant, "seed": seed, "split": r["split"], "branch": r["branch"],
+                    **{k: r[k] for k in show_keys}})
+col = pd.DataFrame(col)
+groups = col.groupby(["split", "branch", "variant"], sort=False)[show_keys]
+fmt = lambda frame, spec: frame.apply(lambda s: s.map(lambda x: format(x, spec)))  # noqa: E731
+nc_table = fmt(groups.mean(), ".3g") + " ± " + fmt(groups.std().fillna(0), ".2g")
+tr = col[(col["split"] == "train") & (col["branch"] == "features")].groupby("variant")[show_keys].mean()
+for v in variants:
+    for k in ("nc1", "equiangular_means", "maxangle_means", "equiangular_classifiers", "maxangle_classifiers",
+              "self_duality"):
+        plotting.glue(f"c04_{k}_{v}", float(tr.loc[v, k]))
+nc_table
+
+# %% mystnb={"figure": {"caption": "Collapse metrics of the training-pixel features against the learned classifier (mean over seeds, one dot per seed; all are 0 for an exact neural collapse). Blue: cross entropy only; red: with the CR loss. Log scale.", "name": "fig-04-nc-metrics"}} tags=["hide-input"]
+plot_keys = ["nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equiangular_classifiers",
+             "maxangle_classifiers", "self_duality"]
+sub = col[(col["split"] == "train") & (col["branch"] == "features")]
+fig, axes = plotting.new_figure(1, 1, width=6.0, height=2.6)
+ax = axes[0][0]
+for j, v in enumerate(variants):
+    vals = sub[sub["variant"] == v][plot_keys]
+    xs = np.arange(len(plot_keys)) + (j - 0.5) * width
+    ax.bar(xs, vals.mean().to_numpy(), width, color=colors[v], alpha=0.8, label=labels[v])
+    for _, r in vals.iterrows():
+        ax.plot(xs, r.to_numpy(), ".", color="k", ms=2)
+ax.set_xticks(range(len(plot_keys)), [k.replace("_", "\n") for k in plot_keys], fontsize=7)
+ax.set(yscale="log", ylabel="metric (train pixels)")
+ax.legend(fontsize=7)
+fig
+
+# %% [markdown]
+# **The diagnosis holds.** Neither the centers nor the classifier are close to a simplex ETF: with
+# the cross entropy alone the spread of the pairwise cosines of the centered class means is
+# {glue:text}`c04_equiangular_means_baseline:.3g` and the max-angle gap
+# {glue:text}`c04_maxangle_means_baseline:.3g` (both 0 for an ETF), and NC1 is
+# {glue:text}`c04_nc1_baseline:.3g`, far from the collapse of the image classifiers of chapter 1. The classifier rows are no better (equiangularity {glue:text}`c04_equiangular_classifiers_baseline:.3g`,
+# max-angle gap {glue:text}`c04_maxangle_classifiers_baseline:.3g`). The cosine matrices show where the
+# symmetry breaks:
+
+# %% mystnb={"figure": {"caption": "Cosines between the centered class means of the training-pixel features (first seed), classes ordered by frequency (minor classes *), for the cross-entropy network (left) and the CR network (middle), and between the rows of the CR network's learned classifier (right). In a simplex ETF every off-diagonal entry is -1/(K-1) = -0.1.", "name": "fig-04-cosines"}} tags=["hide-input"]
+geo = {v: runs[v, seeds[0]].arrays("geometry") for v in variants}
+mats = [(geo["baseline"]["train_features_mean_cosines"], "class centers, cross entropy"),
+        (geo["cr"]["train_features_mean_cosines"], "class centers, + CR loss"),
+        (geo["cr"]["train_features_classifier_cosines"], "classifier rows, + CR loss")]
+fig, axes = plotting.new_figure(3, 1, width=2.6, height=2.6)
+for ax, (mat, title) in zip(axes[0], mats):
+    im = ax.imshow(mat[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(K), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(K), names, fontsize=6)
+    ax.set_title(title, fontsize=8)
+    ax.grid(False)
+fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="cosine")
+fig
+
+# %% [markdown]
+# The paper's mechanism is that a minor class's center sits too close to some other center. We
+# measure it directly: for each class, the largest cosine between its centered mean and any other
+# class's (an ETF has $-1/(K-1) = -0.1$ for every class).
+
+# %% mystnb={"figure": {"caption": "For each class (ordered by frequency, minor classes *), the largest cosine between its centered training-pixel mean and any other class's, mean over seeds (bars) and per seed (dots). The dashed line is the ETF value -1/(K-1).", "name": "fig-04-separation"}} tags=["hide-input"]
+def nearest_cosine(mat: np.ndarray) -> np.ndarray:
+    m = mat.copy()
+    np.fill_diagonal(m, -np.inf)
+    return m.max(1)
+
+
+nearest = {v: np.stack([nearest_cosine(runs[v, s].arrays("geometry")["train_features_mean_cosines"])
+                        for s in seeds]) for v in variants}
+fig, axes = plotting.new_figure(1, 1, width=6.0, height=2.6)
+ax = axes[0][0]
+for j, v in enumerate(variants):
+    xs = np.arange(K) + (j - 0.5) * width
+    ax.bar(xs, nearest[v][:, order].mean(0), width, color=colors[v], alpha=0.8, label=labels[v])
+    for s in range(len(seeds)):
+        ax.plot(xs, nearest[v][s, order], ".", color="k", ms=2)
+ax.axhline(-1 / (K - 1), color="gray", ls="--", lw=1, label="ETF: -1/(K-1)")
+ax.set_xticks(range(K), names, rotation=45, ha="right")
+ax.set(ylabel="max cosine to another center", ylim=(-0.3, 1))
+ax.legend(fontsize=7, loc="upper left")
+rare_sorted = sorted(rare)
+common = [c for c in range(K) if c not in rare]
+for v in variants:
+    plotting.glue(f"c04_nearest_rare_{v}", float(nearest[v][:, rare_sorted].mean()))
+    plotting.glue(f"c04_nearest_common_{v}", float(nearest[v][:, common].mean()))
+fig
+
+# %% [markdown]
+# Averaged over seeds, a minor class's nearest other center has cosine
+# {glue:text}`c04_nearest_rare_baseline:.2f` with the cross entropy alone and
+# {glue:text}`c04_nearest_rare_cr:.2f` with the CR loss; for the seven other classes
+# {glue:text}`c04_nearest_common_baseline:.2f` and {glue:text}`c04_nearest_common_cr:.2f`.
+
+# %% tags=["hide-input"]
+cr_rows = col[(col["branch"] == "cr") & (col["split"] == "train")]
+feat_rows = col[(col["branch"] == "features") & (col["split"] == "train")]
+cr_eq = float(cr_rows["equiangular_means"].mean())
+cr_ma = float(cr_rows["maxangle_means"].mean())
+plotting.glue("c04_cr_branch_equiangular", cr_eq)
+plotting.glue("c04_cr_branch_maxangle", cr_ma)
+plotting.glue("c04_cr_branch_selfdual", float(cr_rows["self_duality"].mean()))
+closer = (tr.loc["cr", "maxangle_means"] < tr.loc["baseline", "maxangle_means"],
+          tr.loc["cr", "equiangular_means"] < tr.loc["baseline", "equiangular_means"])
+Markdown(
+    f"In the CR branch itself (the frozen projection of the same features, against the fixed ETF) the "
+    f"centers reach equiangularity {cr_eq:.3g} and max-angle gap {cr_ma:.3g}, with a self-duality "
+    f"distance to the ETF of {float(cr_rows['self_duality'].mean()):.3g}. Back in the pixel features "
+    f"that the learned classifier reads, the CR loss makes the centers "
+    + ("closer to an ETF on both the max-angle gap and the equiangularity spread"
+       if all(closer) else "closer to an ETF on the max-angle gap only" if closer[0]
+       else "closer to an ETF on the equiangularity spread only" if closer[1]
+       else "no closer to an ETF (neither the max-angle gap nor the equiangularity spread falls)")
+    + f" (max-angle gap {tr.loc['baseline', 'maxangle_means']:.3g} → {tr.loc['cr', 'maxangle_means']:.3g}, "
+    f"equiangularity {tr.loc['baseline', 'equiangular_means']:.3g} → {tr.loc['cr', 'equiangular_means']:.3g}, "
+    "mean over seeds).")
+
+# %% [markdown]
+# ## Paper vs this book
+#
+# | | {cite:t}`zhong2023understanding` | this book, `cpu` preset | this book, `paper` preset |
+# |---|---|---|---|
+# | data | ScanNet200 (3D), ADE20K, COCO-Stuff164K (2D) | CamVid, 367 train / 233 test frames at 240 x 180, 11 classes | the same frames, uncropped |
+# | network | large segmentation networks: pretrained 2D backbones and decoders, 3D point-cloud networks | U-Net from scratch, widths 8-64, 32-d pixel features, 117k parameters | U-Net widths 32-256, 64-d features |
+# | schedule | the standard schedules of their segmentation frameworks | 60 epochs of 8 random 128 x 128 crops (2,760 SGD steps, poly lr 0.05) | 200 epochs on full frames |
+# | CR branch | frozen projection, L2-normalized centers, scale 5, lambda 0.2-0.8 | the same: frozen projection, normalized, scale 5, lambda 0.4 | same |
+# | diagnosis: centers and classifier are not an ETF | shown (feature-center and classifier cosines) | reproduced: equiangularity {glue:text}`c04_equiangular_means_baseline:.3g`, max-angle gap {glue:text}`c04_maxangle_means_baseline:.3g` for the centers | pending a GPU |
+# | remedy: mIoU | gains on every benchmark; +6.8% mIoU and 1st place on the ScanNet200 test leaderboard | {glue:text}`c04_miou_baseline:.3f` → {glue:text}`c04_miou_cr:.3f` (paired {glue:text}`c04_dmiou:+.3f`, {glue:text}`c04_n_seeds` seeds) | pending a GPU |
+# | remedy: minor classes | larger gains on the tail classes | {glue:text}`c04_rare_baseline:.3f` → {glue:text}`c04_rare_cr:.3f` (paired {glue:text}`c04_drare:+.3f`) | pending a GPU |
+#
+# **What deviates and why.** The paper's models are two to three orders of magnitude larger, start from
+# pretrained backbones and train for far longer on datasets with 150-200 classes, where the tail is much
+# longer than CamVid's 11 classes. Our networks train from scratch on a 2-core CPU in about
+# {glue:text}`c04_run_minutes:.0f` minutes each, reach a test mIoU around {glue:text}`c04_miou_baseline:.2f`, and their features are far
+# from collapse (NC1 {glue:text}`c04_nc1_baseline:.3g`), so a regularizer that shapes the geometry of
+# the class centers has much less structure to work on. Whatever the CR loss does here is measured
+# with its seed-to-seed spread above; the verdict sentence under the IoU figure is computed from the
+# runs, not written by hand. The `paper` preset (wider U-Net, full frames, 200 epochs) is defined
+# and runs unchanged on a GPU: `papermill chapters/04_segmentation_cr.ipynb out.ipynb -p PRESET paper`.
+
+# %% tags=["remove-cell"]
+assert len(runs) == len(variants) * len(seeds) and all(r.complete for r in runs.values())
+for v in variants:
+    assert iou[v].shape == (len(seeds), K) and np.isfinite(miou[v]).all()
+assert set(col["branch"]) == {"features", "cr"}
+if PRESET != "smoke":
+    # the diagnosis, measured: the cross-entropy network's centers are far from a simplex ETF
+    assert tr.loc["baseline", "maxangle_means"] > 0.05 and tr.loc["baseline", "equiangular_means"] > 0.05
+    assert all(info["summary"]["test_frames"] == 233 for info in (r.info for r in runs.values()))
+    assert (nearest["baseline"] > -1 / (K - 1)).all()
