@@ -278,19 +278,17 @@ fig
 # max-angle gap {glue:text}`c04_maxangle_classifiers_baseline:.3g`). The cosine matrices show where the
 # symmetry breaks:
 
-# %% mystnb={"figure": {"caption": "Cosines between the centered class means of the training-pixel features (first seed), classes ordered by frequency (minor classes *), for the cross-entropy network (left) and the CR network (middle), and between the rows of the CR network's learned classifier (right). In a simplex ETF every off-diagonal entry is -1/(K-1) = -0.1.", "name": "fig-04-cosines"}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Cosines between the centered class means of the training-pixel features (top) and between the rows of the learned classifier (bottom), first seed, classes ordered by frequency (minor classes *); left: cross entropy only, right: with the CR loss. In a simplex ETF every off-diagonal entry is -1/(K-1) = -0.1.", "name": "fig-04-cosines"}} tags=["hide-input"]
 geo = {v: runs[v, seeds[0]].arrays("geometry") for v in variants}
-mats = [(geo["baseline"]["train_features_mean_cosines"], "class centers, cross entropy"),
-        (geo["cr"]["train_features_mean_cosines"], "class centers, + CR loss"),
-        (geo["cr"]["train_features_classifier_cosines"], "classifier rows, + CR loss")]
-fig, axes = plotting.new_figure(3, 1, width=2.6, height=2.6)
-for ax, (mat, title) in zip(axes[0], mats):
-    im = ax.imshow(mat[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(K), names, rotation=90, fontsize=6)
-    ax.set_yticks(range(K), names, fontsize=6)
-    ax.set_title(title, fontsize=8)
-    ax.grid(False)
-fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="cosine")
+fig, axes = plotting.new_figure(2, 2, width=2.7, height=2.6)
+for row, (key, what) in enumerate((("mean_cosines", "class centers"), ("classifier_cosines", "classifier rows"))):
+    for ax, v in zip(axes[row], variants):
+        im = ax.imshow(geo[v][f"train_features_{key}"][np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_xticks(range(K), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(K), names, fontsize=6)
+        ax.set_title(f"{what}, {labels[v]}", fontsize=8)
+        ax.grid(False)
+fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="cosine")
 fig
 
 # %% [markdown]
@@ -355,6 +353,45 @@ Markdown(
     "mean over seeds).")
 
 # %% [markdown]
+# ## How much does the weight $\lambda$ matter?
+#
+# The authors used $\lambda$ between 0.2 and 0.8. Besides the runs above ($\lambda = 0$ and
+# {glue:text}`c04_lambda_main`), the preset's `lambda_sweep` trains the CR variant at other weights,
+# with the same schedule (at the `cpu` preset on one seed only, so read it as a sensitivity check,
+# not as a comparison with error bars).
+
+# %%
+sweep_cfg = exp["lambda_sweep"]
+sweep_seeds = [SEED + s for s in sweep_cfg["seeds"]]
+sweep_runs = seg.run_segmentation(PRESET, force=FORCE_RUN, sweep=True, seeds=sweep_seeds)
+plotting.provenance_table(sweep_runs.values())
+
+# %% tags=["hide-input"]
+lam_rows = []
+for lam, key_runs in [(0.0, {s: runs["baseline", s] for s in sweep_seeds}),
+                      (cr_variant["cr_weight"], {s: runs["cr", s] for s in sweep_seeds}),
+                      *[(w, {s: sweep_runs[f"cr-lam{w:g}", s] for s in sweep_seeds})
+                        for w in sweep_cfg["cr_weights"]]]:
+    for s, run in key_runs.items():
+        t = run.table("test_iou")["iou"].to_numpy()
+        c = run.table("collapse").query("split == 'train' and branch == 'features'").iloc[0]
+        lam_rows.append({"lambda": lam, "seed": s, "test mIoU": t.mean(), "minor mean IoU": t[rare_idx].mean(),
+                         "NC1 (train)": c["nc1"], "max-angle gap of centers": c["maxangle_means"]})
+lam_table = pd.DataFrame(lam_rows).sort_values(["lambda", "seed"])
+plotting.glue("c04_lambda_main", cr_variant["cr_weight"])
+lam_table.style.format(precision=3).hide()
+
+# %% mystnb={"figure": {"caption": "Test mIoU and the mean IoU of the four minor classes against the CR weight lambda (0: cross entropy only), for the seeds of the lambda sweep.", "name": "fig-04-lambda"}} tags=["hide-input"]
+fig, axes = plotting.new_figure(2, 1, width=3.0, height=2.4)
+for ax, col_name in zip(axes[0], ["test mIoU", "minor mean IoU"]):
+    for s in sweep_seeds:
+        part = lam_table[lam_table["seed"] == s]
+        ax.plot(part["lambda"], part[col_name], "o-", color="C3", label=f"seed {s}")
+    ax.set(xlabel="lambda (CR weight)", ylabel=col_name)
+axes[0][0].legend(fontsize=7)
+fig
+
+# %% [markdown]
 # ## Paper vs this book
 #
 # | | {cite:t}`zhong2023understanding` | this book, `cpu` preset | this book, `paper` preset |
@@ -382,6 +419,8 @@ assert len(runs) == len(variants) * len(seeds) and all(r.complete for r in runs.
 for v in variants:
     assert iou[v].shape == (len(seeds), K) and np.isfinite(miou[v]).all()
 assert set(col["branch"]) == {"features", "cr"}
+assert len(lam_table) == (2 + len(sweep_cfg["cr_weights"])) * len(sweep_seeds)
+assert lam_table[["test mIoU", "minor mean IoU"]].apply(np.isfinite).all().all()
 if PRESET != "smoke":
     # the diagnosis, measured: the cross-entropy network's centers are far from a simplex ETF
     assert tr.loc["baseline", "maxangle_means"] > 0.05 and tr.loc["baseline", "equiangular_means"] > 0.05

@@ -123,16 +123,19 @@ PRESETS: dict[str, dict[str, dict]] = {
     # scaled by cr_scale, as in the authors' code). SGD with the poly schedule (power 0.9).
     "camvid_cr": {
         "smoke": dict(_SEG, widths=(4, 8), feature_dim=16, cr_dim=16, crop=(64, 64), batch_size=4,
-                      epochs=2, eval_every=1, n_train=12, n_eval=8, seeds=(0,), variants=_SEG_VARIANTS),
+                      epochs=2, eval_every=1, n_train=12, n_eval=8, seeds=(0,), variants=_SEG_VARIANTS,
+                      lambda_sweep=dict(cr_weights=(0.2, 0.8), seeds=(0,))),
         # A compact U-Net (widths 8-64, 32-channel pixel features, 117k parameters) on random
-        # 128 x 128 crops, 60 epochs (2,760 steps of 8 crops), 3 seeds per variant.
+        # 128 x 128 crops, 60 epochs (2,760 steps of 8 crops), 3 seeds per variant. lambda_sweep:
+        # the CR variant at other weights lambda (one seed at this preset).
         "cpu": dict(_SEG, widths=(8, 16, 32, 64), feature_dim=32, cr_dim=32, crop=(128, 128),
                     batch_size=8, epochs=60, eval_every=10, n_train=None, n_eval=None, seeds=(0, 1, 2),
-                    variants=_SEG_VARIANTS),
+                    variants=_SEG_VARIANTS, lambda_sweep=dict(cr_weights=(0.2, 0.8), seeds=(0,))),
         # For a GPU: a wider U-Net (widths 32-256, 64-channel features) on full frames, 200 epochs.
         "paper": dict(_SEG, widths=(32, 64, 128, 256), feature_dim=64, cr_dim=64, crop=None,
                       batch_size=8, epochs=200, eval_every=10, n_train=None, n_eval=None,
-                      seeds=(0, 1, 2), variants=_SEG_VARIANTS),
+                      seeds=(0, 1, 2), variants=_SEG_VARIANTS,
+                      lambda_sweep=dict(cr_weights=(0.2, 0.8), seeds=(0, 1, 2))),
     },
 }
 

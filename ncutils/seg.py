@@ -684,14 +684,24 @@ def seg_variant_label(variant: dict, seed: int) -> str:
 
 
 def run_segmentation(preset: str, force: bool = False, device=None, progress: Optional[bool] = None,
-                     only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None) -> dict:
+                     only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+                     sweep: bool = False) -> dict:
     """Load or train every run of the ``camvid_cr`` experiment at ``preset``:
-    ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds."""
+    ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds.
+
+    ``sweep=True`` runs the preset's ``lambda_sweep`` instead: the CR variant at each of its
+    ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``.
+    """
     from . import config as _config
     from .store import load_or_run
 
     exp = _config.get_preset("camvid_cr", preset)
-    variants, all_seeds = exp.pop("variants"), exp.pop("seeds")
+    variants, all_seeds, lam = exp.pop("variants"), exp.pop("seeds"), exp.pop("lambda_sweep", None)
+    if sweep:
+        if not lam:
+            raise ValueError(f"preset {preset!r} of camvid_cr defines no lambda_sweep")
+        variants = [{"name": f"cr-lam{w:g}", "cr_weight": w} for w in lam["cr_weights"]]
+        all_seeds = lam["seeds"]
     runs = {}
     for seed in (all_seeds if seeds is None else seeds):
         for variant in variants:

@@ -16,10 +16,12 @@ parser.add_argument("--seeds", type=int, nargs="*", default=None,
                     help="camvid_cr: seeds to run (default: the preset's)")
 parser.add_argument("--only", nargs="*", default=None,
                     help="dataset:arch pairs to run, or for camvid_cr variant names (default all)")
+parser.add_argument("--sweep", action="store_true", help="camvid_cr: the preset's lambda sweep")
 parser.add_argument("--force", action="store_true", help="rerun even if complete results exist")
 args = parser.parse_args()
 if args.experiment == "camvid_cr":
-    runs = seg.run_segmentation(args.preset, force=args.force, only=args.only, seeds=args.seeds)
+    runs = seg.run_segmentation(args.preset, force=args.force, only=args.only, seeds=args.seeds,
+                                sweep=args.sweep)
 else:
     only = None if args.only is None else tuple(tuple(p.split(":")) for p in args.only)
     runs = train.run_experiment(args.experiment, args.preset, seed=args.seed, force=args.force, only=only)

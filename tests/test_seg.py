@@ -292,3 +292,7 @@ def test_evaluate_segmentation_streams_pixels():
         assert out["collapse"][key] == pytest.approx(ref[key], rel=1e-6)
     cr = seg.evaluate_segmentation(model, images, labels, branch="cr")
     assert cr["collapse"]["maxangle_classifiers"] == pytest.approx(0.0, abs=1e-6)  # the fixed ETF
+    # the NCC pass: the streamed mismatch equals the in-memory one of all labelled pixels at once
+    with_ncc = seg.evaluate_segmentation(model, images, labels, batch_size=2, ncc=True)
+    assert with_ncc["collapse"]["ncc_mismatch"] == pytest.approx(ref["ncc_mismatch"], abs=1e-12)
+    assert math.isnan(out["collapse"]["ncc_mismatch"])  # not computed without ncc=True

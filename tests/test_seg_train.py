@@ -133,3 +133,19 @@ def test_poly_schedule_and_spread():
     assert seg._spread(5, None).tolist() == [0, 1, 2, 3, 4]
     assert seg._spread(101, 3).tolist() == [0, 50, 100]
     assert math.isclose(seg._poly_lr(cfg, 10, 10), 0.0)
+
+
+def test_lambda_sweep_runs_differ_from_the_main_runs_only_in_the_weight(camvid_root, results_dir, monkeypatch):
+    main = seg.run_segmentation("smoke", only=["cr"], progress=False)
+    sweep = seg.run_segmentation("smoke", sweep=True, progress=False)
+    weights = config.get_preset("camvid_cr", "smoke")["lambda_sweep"]["cr_weights"]
+    assert set(sweep) == {(f"cr-lam{w:g}", 0) for w in weights}
+    ref = main["cr", 0].config
+    for (name, _), run in sweep.items():
+        assert run.complete and run.label == f"{name}-s0"
+        diff = {k for k in ref if ref[k] != run.config[k]}
+        assert diff == {"cr_weight"} and run.config["cr_weight"] == float(name.split("lam")[1])
+    assert "lambda_sweep" not in ref and "variants" not in ref  # not part of a run's hashed config
+    monkeypatch.delitem(config.PRESETS["camvid_cr"]["smoke"], "lambda_sweep")
+    with pytest.raises(ValueError, match="no lambda_sweep"):
+        seg.run_segmentation("smoke", sweep=True, progress=False)
