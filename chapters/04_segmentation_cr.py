@@ -425,4 +425,5 @@ if PRESET != "smoke":
     # the diagnosis, measured: the cross-entropy network's centers are far from a simplex ETF
     assert tr.loc["baseline", "maxangle_means"] > 0.05 and tr.loc["baseline", "equiangular_means"] > 0.05
     assert all(info["summary"]["test_frames"] == 233 for info in (r.info for r in runs.values()))
-    assert (nearest["baseline"] > -1 / (K - 1)).all()
+    # the CR loss moves the pixel-feature centers toward an ETF (max-angle gap, mean over seeds)
+    assert tr.loc["cr", "maxangle_means"] < tr.loc["baseline", "maxangle_means"]
