@@ -562,7 +562,7 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
     test (smoke).
     """
     from . import data
-    from .train import CheckpointError, TensorBatches, load_checkpoint, save_checkpoint
+    from .train import TensorBatches, resume_checkpoint, save_checkpoint
 
     _check_seg_config(cfg)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -584,13 +584,8 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
     total_steps = cfg["epochs"] * len(batches)
     ckpt_path, key = run.path / "checkpoint.pt", run.key
     history, start_epoch, wall = [], 1, 0.0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        if state.get("config_hash") != key:
-            raise CheckpointError(f"checkpoint {ckpt_path} belongs to config {state.get('config_hash')}, "
-                                  f"not {key}; delete it to restart the run")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = resume_checkpoint(run, device, model, opt)
+    if state is not None:
         history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
     bar = None
     if progress:

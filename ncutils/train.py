@@ -27,7 +27,8 @@ from .metrics import EXTRA_KEYS, METRIC_KEYS, ClassStats, metrics_from_stats, nc
 from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
-           "save_checkpoint", "load_checkpoint", "HISTORY_COLUMNS", "tpt_summary", "variant_label"]
+           "save_checkpoint", "load_checkpoint", "resume_checkpoint", "HISTORY_COLUMNS", "tpt_summary",
+           "variant_label"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -118,6 +119,26 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
                               f"({type(err).__name__}: {err}); delete it to restart the run") from err
 
 
+def resume_checkpoint(run: Run, device=None, model=None, optimizer=None) -> dict | None:
+    """The checkpoint state of ``run`` (``run.path/checkpoint.pt``), or None when there is none.
+
+    A checkpoint written for another config than ``run.key`` is refused (``CheckpointError``).
+    ``model`` and ``optimizer``, when given, get their state loaded from it.
+    """
+    path = run.path / "checkpoint.pt"
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, map_location=device)
+    if state.get("config_hash") != run.key:
+        raise CheckpointError(f"checkpoint {path} belongs to config {state.get('config_hash')}, "
+                              f"not {run.key}; delete it to restart the run")
+    if model is not None:
+        model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
 def _autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -196,13 +217,8 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
     snapshots = set(_config.snapshot_epochs(cfg["epochs"], cfg["n_snapshots"]))
     ckpt_path, key = run.path / "checkpoint.pt", run.key
     history, start_epoch, wall, tpt = [], 1, 0.0, None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        if state.get("config_hash") != key:
-            raise CheckpointError(f"checkpoint {ckpt_path} belongs to config {state.get('config_hash')}, "
-                                  f"not {key}; delete it to restart the run")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = resume_checkpoint(run, device, model, opt)
+    if state is not None:
         sched.load_state_dict(state["scheduler"])
         history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
         tpt = next((r["epoch"] for r in history if r["train_error"] == 0.0), None)
