@@ -41,6 +41,9 @@ _SEG = dict(lr=0.05, lr_power=0.9, momentum=0.9, weight_decay=5e-4, flip=True, c
 # Chapter 4's two variants: pixel cross entropy alone (baseline) and with the CR loss (lambda 0.4).
 _SEG_VARIANTS = ({"name": "baseline", "cr_weight": 0.0}, {"name": "cr", "cr_weight": 0.4})
 
+# Chapter 2's grid of K sqrt(n lambda_W lambda_H) (the UFM minimizer is 0 above 1), cpu and paper.
+_UFM_KC_GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0)
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Chapter 1: NC1-NC4 in the terminal phase of training.
     "terminal_phase": {
@@ -102,7 +105,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "cpu": dict(K=10, n=20, d=12, lambda_W=5e-3, lambda_H=5e-3, lambda_b=5e-3,
                     path_init_scales=(1.0, 1e-3), path_seeds=3, path_points=80, gd_lr=5.0,
                     gd_max_iter=5000,
-                    sweep_kc=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0),
+                    sweep_kc=_UFM_KC_GRID,
                     sweep_ratios=(0.1, 1.0, 10.0), n_seeds=50, gd_seeds=10,
                     seed_init_scales=(1e-3, 0.1, 1.0, 3.0), hess=dict(K=10, n=20, d=12),
                     lanczos=dict(K=10, n=100, d=20), slice_points=41,
@@ -110,7 +113,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "paper": dict(K=10, n=5000, d=512, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4,
                       path_init_scales=(1.0, 1e-3), path_seeds=3, path_points=100, gd_lr=5.0,
                       gd_max_iter=100_000,
-                      sweep_kc=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0),
+                      sweep_kc=_UFM_KC_GRID,
                       sweep_ratios=(0.1, 1.0, 10.0), n_seeds=100, gd_seeds=20,
                       seed_init_scales=(1e-3, 0.1, 1.0, 3.0), hess=dict(K=10, n=20, d=12),
                       lanczos=dict(K=10, n=5000, d=512), slice_points=81,

@@ -20,6 +20,7 @@ resizing, a low-resolution feature can of course reach labelled pixels through t
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable, Optional, Sequence
 
@@ -567,8 +568,6 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
     _check_seg_config(cfg)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if progress is None:
-        import os
-
         progress = os.environ.get("NCUTILS_PROGRESS", "1") != "0"
     xtr, ytr = data.load_camvid("train")
     xva, yva = data.load_camvid("val")
