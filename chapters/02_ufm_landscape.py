@@ -127,10 +127,10 @@ import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import MaxNLocator
 
-from ncutils import config, store, ufm
+from ncutils import ufm
 from ncutils.plotting import glue, new_figure, provenance_table
 
-cfg = dict(config.get_preset("ufm", PRESET), seed=SEED)  # the seed is part of the config hash
+cfg = ufm.landscape_config(PRESET, seed=SEED)  # the ufm preset plus the seed (part of the config hash)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 K, n, d = cfg["K"], cfg["n"], cfg["d"]
 LAMS = (cfg["lambda_W"], cfg["lambda_H"], cfg["lambda_b"])
@@ -142,7 +142,8 @@ print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sq
 # %% [markdown]
 # ## The computations
 #
-# One call, `ncutils.ufm.landscape_experiment(run, cfg, device=...)`, computes everything below
+# One call, `ncutils.ufm.landscape_experiment(run, cfg, device=...)` (through `ufm.run_landscape`,
+# which loads the stored run when there is one), computes everything below
 # and stores it in the run as seven small tables and arrays: collapse along gradient-descent paths
 # (`path`), the solver against the closed form (`sweep`), many random starts (`seeds`), Hessian
 # spectra at critical points (`hessian`), Lanczos on a larger instance (`lanczos`), two slices of
@@ -165,8 +166,7 @@ print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sq
 # not assumed, to be zero.
 
 # %%
-run = store.load_or_run("ufm", PRESET, cfg, lambda r: ufm.landscape_experiment(r, cfg, device=DEVICE),
-                        label="landscape", force=FORCE_RUN)
+run = ufm.run_landscape(PRESET, seed=SEED, device=DEVICE, force=FORCE_RUN)
 print(run.info["summary"]["seconds"])
 provenance_table([run])
 

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SavedTensorCounter", "measure_training_step", "build_variant", "variant_name",
-           "memory_table", "relative_savings", "memory_config", "measure_preset", "MEMORY_COLUMNS",
+           "memory_table", "relative_savings", "memory_config", "measure_preset", "measure_run", "memory_label",
+           "MEMORY_COLUMNS",
            "BYTE_COLUMNS", "main"]
 
 EXPERIMENT = "fixed_etf"
@@ -314,6 +315,18 @@ def memory_config(preset: str, device: str = "cpu") -> dict:
             "weight_decay": exp["weight_decay"], "lr": exp["per_arch"][mem["arch"]]["lr"], "device": device}
 
 
+def measure_run(run, cfg: dict, progress: bool = False) -> dict:
+    """Measure the memory table of ``cfg`` (a :func:`memory_config`) into ``run``: the tables
+    ``memory`` (absolute) and ``savings`` (relative to the first variant); returns the summary."""
+    kw = {k: v for k, v in cfg.items() if k != "device"}
+    table = memory_table(device=cfg["device"], progress=progress, **kw)
+    run.save_table("memory", table)
+    rel = relative_savings(table)
+    run.save_table("savings", rel)
+    top = rel[rel["batch"] == rel["batch"].max()].groupby("input", sort=False).tail(1)
+    return {f"total_saving_{r.input}_batch{r.batch}": float(r.total_bytes) for r in top.itertuples()}
+
+
 def measure_preset(preset: str, device: str = "cpu", force: bool = False, progress: bool = False):
     """Load the stored memory table of ``preset`` on ``device``, or measure and store it; the Run.
 
@@ -322,18 +335,12 @@ def measure_preset(preset: str, device: str = "cpu", force: bool = False, progre
     from . import store
 
     cfg = memory_config(preset, device)
+    return store.load_or_run(EXPERIMENT, preset, cfg, lambda run: measure_run(run, cfg, progress),
+                             label=memory_label(device), force=force, device=device)
 
-    def measure(run):
-        kw = {k: v for k, v in cfg.items() if k != "device"}
-        table = memory_table(device=cfg["device"], progress=progress, **kw)
-        run.save_table("memory", table)
-        run.save_table("savings", relative_savings(table))
-        rel = relative_savings(table)
-        top = rel[rel["batch"] == rel["batch"].max()].groupby("input", sort=False).tail(1)
-        return {f"total_saving_{r.input}_batch{r.batch}": float(r.total_bytes) for r in top.itertuples()}
 
-    return store.load_or_run(EXPERIMENT, preset, cfg, measure, label=f"memory-{device}", force=force,
-                             device=device)
+def memory_label(device: str) -> str:
+    return f"memory-{device}"
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ __all__ = [
     "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "center_collapse_loss",
     "ConfusionMatrix", "iou_per_class", "SegUNet", "subsample_pixels", "seg_collapse_metrics",
     "class_geometry", "evaluate_segmentation", "SEG_HISTORY_COLUMNS", "build_seg_model", "augment_batch",
-    "train_segmentation", "run_segmentation", "seg_variant_label",
+    "train_segmentation", "run_segmentation", "seg_variant_label", "planned_runs",
 ]
 
 IGNORE_INDEX = 255
@@ -677,17 +677,13 @@ def seg_variant_label(variant: dict, seed: int) -> str:
     return f"{variant['name']}-s{seed}"
 
 
-def run_segmentation(preset: str, force: bool = False, device=None, progress: Optional[bool] = None,
-                     only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
-                     sweep: bool = False) -> dict:
-    """Load or train every run of the ``camvid_cr`` experiment at ``preset``:
-    ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds.
-
-    ``sweep=True`` runs the preset's ``lambda_sweep`` instead: the CR variant at each of its
-    ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``.
-    """
+def planned_runs(preset: str, sweep: bool = False, seeds: Optional[Sequence[int]] = None) -> list:
+    """The runs of ``camvid_cr`` at ``preset``, in the order :func:`run_segmentation` trains them:
+    dicts with ``variant`` (name), ``seed``, ``label`` and ``config`` (as hashed). ``sweep=True``:
+    the preset's ``lambda_sweep`` (the CR variant at each of its ``cr_weights``, variant names
+    ``cr-lam<weight>``, by default on its own ``seeds``). The run manifest (:mod:`ncutils.jobs`)
+    enumerates these too."""
     from . import config as _config
-    from .store import load_or_run
 
     exp = _config.get_preset("camvid_cr", preset)
     variants, all_seeds, lam = exp.pop("variants"), exp.pop("seeds"), exp.pop("lambda_sweep", None)
@@ -696,14 +692,29 @@ def run_segmentation(preset: str, force: bool = False, device=None, progress: Op
             raise ValueError(f"preset {preset!r} of camvid_cr defines no lambda_sweep")
         variants = [{"name": f"cr-lam{w:g}", "cr_weight": w} for w in lam["cr_weights"]]
         all_seeds = lam["seeds"]
+    return [{"variant": variant["name"], "seed": seed, "label": seg_variant_label(variant, seed),
+             "config": {**exp, **{k: v for k, v in variant.items() if k != "name"}, "seed": seed}}
+            for seed in (all_seeds if seeds is None else seeds) for variant in variants]
+
+
+def run_segmentation(preset: str, force: bool = False, device=None, progress: Optional[bool] = None,
+                     only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+                     sweep: bool = False) -> dict:
+    """Load or train every run of the ``camvid_cr`` experiment at ``preset``:
+    ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds.
+
+    ``sweep=True`` runs the preset's ``lambda_sweep`` instead: the CR variant at each of its
+    ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``. The runs
+    are those of :func:`planned_runs`.
+    """
+    from .store import load_or_run
+
     runs = {}
-    for seed in (all_seeds if seeds is None else seeds):
-        for variant in variants:
-            if only is not None and variant["name"] not in only:
-                continue
-            cfg = {**exp, **{k: v for k, v in variant.items() if k != "name"}, "seed": seed}
-            runs[(variant["name"], seed)] = load_or_run(
-                "camvid_cr", preset, cfg,
-                lambda r, c=cfg: train_segmentation(r, c, device=device, progress=progress),
-                label=seg_variant_label(variant, seed), force=force, device=device)
+    for p in planned_runs(preset, sweep=sweep, seeds=seeds):
+        if only is not None and p["variant"] not in only:
+            continue
+        cfg = p["config"]
+        runs[(p["variant"], p["seed"])] = load_or_run(
+            "camvid_cr", preset, cfg, lambda r, c=cfg: train_segmentation(r, c, device=device, progress=progress),
+            label=p["label"], force=force, device=device)
     return runs

@@ -30,7 +30,7 @@ from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
            "save_checkpoint", "load_checkpoint", "resume_checkpoint", "HISTORY_COLUMNS", "tpt_summary",
-           "variant_label", "snapshot_set", "lr_sweep", "best_by_test_error", "NC_FOLD_KEYS"]
+           "variant_label", "snapshot_set", "lr_sweep", "planned_runs", "best_by_test_error", "NC_FOLD_KEYS"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -318,6 +318,32 @@ def best_by_test_error(sweep: dict):
     return min(done, key=lambda lr: (done[lr], lr))
 
 
+def planned_runs(experiment: str, preset: str, seed: int = 0) -> list[dict]:
+    """Every training run of ``experiment`` at ``preset`` for one ``seed``, in the order
+    :func:`run_experiment` trains them. Each is a dict: ``pair`` (dataset, arch), ``key`` (its key
+    in :func:`run_experiment`'s result), ``lr`` (its rate in the pair's lr sweep, else None),
+    ``label`` and ``config`` (the run config, as hashed). The run manifest
+    (:mod:`ncutils.jobs`) enumerates these too, so the two cannot drift apart.
+    """
+    exp = _config.get_preset(experiment, preset)
+    variants = exp.pop("variants", None)
+    exp.pop("memory", None)
+    out = []
+    for dataset in exp["datasets"]:
+        for arch in exp["archs"]:
+            grid = _sweep_lrs(exp, dataset, arch)
+            if grid is not None:
+                out += [{"pair": (dataset, arch), "key": (dataset, arch), "lr": lr,
+                         "label": variant_label(dataset, arch, seed, lr=lr),
+                         "config": run_config(exp, dataset, arch, seed, lr=lr)} for lr in grid]
+                continue
+            for i, variant in enumerate(variants or [None]):
+                out.append({"pair": (dataset, arch), "key": (dataset, arch) if variants is None else (dataset, arch, i),
+                            "lr": None, "label": variant_label(dataset, arch, seed, variant),
+                            "config": run_config(exp, dataset, arch, seed, **(variant or {}))})
+    return out
+
+
 def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = False, device=None,
                    progress: bool | None = None, only: tuple | None = None,
                    lrs: tuple | None = None) -> dict:
@@ -330,33 +356,33 @@ def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = Fa
     :func:`lr_sweep`); ``lrs`` restricts which of the sweep's rates are trained by this call (to
     spread a sweep over processes); the pair's entry is then left out until the whole sweep is
     complete. Runs whose results are committed are loaded, never retrained (unless ``force``); an
-    interrupted run resumes from its checkpoint.
+    interrupted run resumes from its checkpoint. The runs are those of :func:`planned_runs`.
     """
-    exp = _config.get_preset(experiment, preset)
-    variants = exp.pop("variants", None)
-    exp.pop("memory", None)
-    pairs = [(d, a) for d in exp["datasets"] for a in exp["archs"]]
+    plan = planned_runs(experiment, preset, seed)
+    pairs = list(dict.fromkeys(p["pair"] for p in plan))
     if only is not None:
         unknown = [p for p in only if tuple(p) not in pairs]
         if unknown:
             raise ValueError(f"only={unknown!r} names no run of {experiment!r} at {preset!r}; "
                              f"choose from {[':'.join(p) for p in pairs]}")
-    runs = {}
-    for dataset, arch in pairs:
-        if only is not None and (dataset, arch) not in [tuple(p) for p in only]:
+    runs, swept = {}, set()
+    for p in plan:
+        dataset, arch = p["pair"]
+        if only is not None and (dataset, arch) not in [tuple(q) for q in only]:
             continue
-        if _sweep_lrs(exp, dataset, arch) is not None:
+        if p["lr"] is not None:
+            if p["pair"] in swept:
+                continue  # the whole sweep of the pair was handled at its first run
+            swept.add(p["pair"])
             sweep = lr_sweep(experiment, preset, dataset, arch, seed=seed, force=force, device=device,
                              progress=progress, lrs=lrs)
             if all(run.complete for run in sweep.values()) and lrs is None:
-                runs[(dataset, arch)] = sweep[best_by_test_error(sweep)]
+                runs[p["key"]] = sweep[best_by_test_error(sweep)]
             continue
-        for i, variant in enumerate(variants or [None]):
-            cfg = run_config(exp, dataset, arch, seed, **(variant or {}))
-            run = load_or_run(
-                experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
-                label=variant_label(dataset, arch, seed, variant), force=force, device=device)
-            runs[(dataset, arch) if variants is None else (dataset, arch, i)] = run
+        cfg = p["config"]
+        runs[p["key"]] = load_or_run(
+            experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
+            label=p["label"], force=force, device=device)
     return runs
 
 
@@ -367,30 +393,27 @@ def lr_sweep(experiment: str, preset: str, dataset: str, arch: str, seed: int = 
     The runs differ from one another only in ``lr``. ``lrs`` (a subset of the sweep's rates)
     trains only those; the others are returned as they are (possibly incomplete).
     """
-    exp = _config.get_preset(experiment, preset)
-    exp.pop("variants", None)
-    exp.pop("memory", None)
-    grid = _sweep_lrs(exp, dataset, arch)
-    if grid is None:
+    sweep = [p for p in planned_runs(experiment, preset, seed)
+             if p["pair"] == (dataset, arch) and p["lr"] is not None]
+    if not sweep:
+        exp = _config.get_preset(experiment, preset)
         raise ValueError(f"the {preset!r} preset of {experiment!r} has no lr_sweep for "
                          f"{dataset}:{arch} (it sweeps {sorted(exp.get('lr_sweep') or {})})")
+    grid = [p["lr"] for p in sweep]
     if lrs is not None:
         missing = [lr for lr in lrs if not any(math.isclose(lr, g, rel_tol=1e-3) for g in grid)]
         if missing:
             raise ValueError(f"lrs={missing!r} are not in the sweep {list(grid)} of {dataset}:{arch}")
     out = {}
-    for lr in grid:
-        cfg = run_config(exp, dataset, arch, seed, lr=lr)
-        label = variant_label(dataset, arch, seed, lr=lr)
+    for p in sweep:
+        lr, cfg, label = p["lr"], p["config"], p["label"]
         chosen = lrs is None or any(math.isclose(lr, x, rel_tol=1e-3) for x in lrs)
         if chosen:
             out[lr] = load_or_run(experiment, preset, cfg,
                                   lambda r, c=cfg: train(r, c, device=device, progress=progress),
                                   label=label, force=force, device=device)
         else:
-            from .store import Run as _Run
-
-            out[lr] = _Run(experiment, preset, cfg, label)
+            out[lr] = Run(experiment, preset, cfg, label)
     return out
 
 

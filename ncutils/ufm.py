@@ -31,7 +31,7 @@ from .metrics import collapse_metrics
 __all__ = [
     "labels", "objective", "closed_form_optimum", "global_min_value", "origin_min_eig",
     "etf_optimum", "init", "fit", "symmetric_critical_point", "pack", "unpack", "gradient_norm",
-    "hessian_eigs", "landscape_experiment",
+    "hessian_eigs", "landscape_experiment", "landscape_config", "run_landscape", "LANDSCAPE_LABEL",
 ]
 
 Triple = tuple  # (W, H, b)
@@ -612,3 +612,23 @@ def landscape_experiment(run, cfg: dict, device="cpu") -> dict:
         torch.set_num_threads(threads)
     return {"f_star": S.f_star, "w_norm_sq": a_star, "s": s_star,
             "seconds": {key: round(v, 1) for key, v in timings.items()}}
+
+
+LANDSCAPE_LABEL = "landscape"
+
+
+def landscape_config(preset: str, seed: int = 0) -> dict:
+    """The config of chapter 2's run at ``preset``: the ``ufm`` preset plus ``seed`` (hashed)."""
+    from .config import get_preset
+
+    return dict(get_preset("ufm", preset), seed=seed)
+
+
+def run_landscape(preset: str, seed: int = 0, device=None, force: bool = False):
+    """Load or compute chapter 2's :func:`landscape_experiment` at ``preset``; the Run."""
+    from .store import load_or_run
+
+    cfg = landscape_config(preset, seed)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_or_run("ufm", preset, cfg, lambda r: landscape_experiment(r, cfg, device=device),
+                       label=LANDSCAPE_LABEL, force=force, device=device)
