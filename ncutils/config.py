@@ -44,6 +44,20 @@ _SEG_VARIANTS = ({"name": "baseline", "cr_weight": 0.0}, {"name": "cr", "cr_weig
 # Chapter 2's grid of K sqrt(n lambda_W lambda_H) (the UFM minimizer is 0 above 1), cpu and paper.
 _UFM_KC_GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0)
 
+# Chapter 6's arms (Harun et al. 2025): the entropy regularizer (weight alpha) on the encoder output
+# and the fixed simplex-ETF projector, each alone and together; the plain network first.
+_OOD_ARMS = ({"name": "plain", "alpha": 0.0, "projector": False},
+             {"name": "entropy", "alpha": 0.05, "projector": False},
+             {"name": "etf", "alpha": 0.0, "projector": True},
+             {"name": "both", "alpha": 0.05, "projector": True})
+# Their protocol (vgg/pretrain_vgg_nc.sh): AdamW lr 0.006, weight decay 0.05, label smoothing 0.1,
+# 5 warm-up epochs then cosine, projector d -> 4d -> d. ID: 5 FashionMNIST classes (T-shirt, trouser,
+# pullover, dress, coat); near OOD: the other 5; far OOD: MNIST. Probes: scikit-learn logistic
+# regression (C = 1) on standardized frozen features.
+_HARUN = dict(id_dataset="fashionmnist", id_classes=(0, 1, 2, 3, 4), far_dataset="mnist", lr=6e-3,
+              weight_decay=0.05, label_smoothing=0.1, hidden_mult=4, warmup_epochs=5, probe_C=1.0,
+              probe_max_iter=1000, arms=_OOD_ARMS)
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Chapter 1: NC1-NC4 in the terminal phase of training.
     "terminal_phase": {
@@ -151,6 +165,24 @@ PRESETS: dict[str, dict[str, dict]] = {
                       batch_size=8, epochs=200, eval_every=10, n_train=None, n_eval=None,
                       seeds=(0, 1, 2), variants=_SEG_VARIANTS,
                       lambda_sweep=dict(cr_weights=(0.2, 0.8), seeds=(0, 1, 2))),
+    },
+    # Chapter 6: collapse per layer vs OOD detection and transfer (Harun, Gallardo & Kanan 2025).
+    "nc_ood": {
+        "smoke": dict(_HARUN, arch="vgg11", width=2, n_per_class=16, test_per_class=10,
+                      probe_train_per_class=10, probe_test_per_class=10, epochs=2, warmup_epochs=1,
+                      batch_size=32, seeds=(0,)),
+        # VGG11-BN narrowed to width 8 (d = 64, projector 64 -> 256 -> 64), 1,500 training images per
+        # ID class (15 steps of 512 an epoch), the authors' 100 epochs (1,500 AdamW steps), 5 seeds per
+        # arm. Measured: 0.33 CPU-seconds a step, about 9.5 minutes a run with its analysis, so the 20
+        # runs take about 95 minutes on 2 processes. Probes: 200 images per class to train and to test.
+        "cpu": dict(_HARUN, arch="vgg11", width=8, n_per_class=1500, test_per_class=None,
+                    probe_train_per_class=200, probe_test_per_class=200, epochs=100, batch_size=512,
+                    seeds=(0, 1, 2, 3, 4)),
+        # For a GPU: VGG11-BN at full width (d = 512, projector 512 -> 2048 -> 512 as the authors'),
+        # all 30,000 ID training images, the authors' 100 epochs at batch 512, 3 seeds.
+        "paper": dict(_HARUN, arch="vgg11", width=64, n_per_class=None, test_per_class=None,
+                      probe_train_per_class=1000, probe_test_per_class=None, epochs=100, batch_size=512,
+                      seeds=(0, 1, 2)),
     },
 }
 
