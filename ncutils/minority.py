@@ -22,7 +22,7 @@ from .lpm import group_cosine
 from .store import Run, load_or_run
 
 __all__ = ["STEP_SECONDS_CPU", "counts_for", "network_configs", "group_metrics", "measure_model",
-           "train_and_measure", "run_networks", "cost_estimate"]
+           "train_and_measure", "run_model", "run_networks", "cost_estimate"]
 
 # Measured seconds of one SGD step (batch 128, 28 px, 1 thread) on the book's 2-core CPU.
 STEP_SECONDS_CPU = {"mlp": 0.007, "vgg11": 0.066, "resnet18": 0.087}
@@ -169,6 +169,15 @@ def train_and_measure(run: Run, cfg: dict, device=None, progress: bool | None = 
     run.save_table("per_class", rows)
     run.save_arrays("last_layer", **arrays)
     return {**summary, **measured}
+
+
+def run_model(preset: str, force: bool = False) -> Run:
+    """Load or compute chapter 5's Layer-Peeled Model sweep (:func:`ncutils.lpm.model_experiment`)."""
+    from . import lpm
+
+    cfg = _config.get_preset("minority_collapse", preset)["model"]
+    return load_or_run("minority_collapse", preset, cfg, lambda r: lpm.model_experiment(r, cfg),
+                       label="model", force=force)
 
 
 def run_networks(preset: str, seed: int = 0, force: bool = False, device=None, progress: bool | None = None,
