@@ -35,7 +35,8 @@ from . import config as _config
 from . import store
 
 __all__ = ["Job", "register", "registered", "experiment_jobs", "all_jobs", "find_job", "merge_results",
-           "classification_jobs", "memory_jobs", "landscape_jobs", "segmentation_jobs", "chapter_totals",
+           "classification_jobs", "memory_jobs", "landscape_jobs", "segmentation_jobs", "minority_jobs",
+           "ood_jobs", "chapter_totals",
            "GPU_BF16_FLOPS", "GPU_FP32_FLOPS", "GPU_FP64_FLOPS", "CPU_FLOPS", "STEP_OVERHEAD_S"]
 
 # Throughput assumed by the cost estimates (sustained, not peak): one A100/H100-class GPU.
@@ -97,7 +98,7 @@ class Job:
     def resume_epoch(self) -> Optional[int]:
         """The last epoch of the run's checkpoint (a training run interrupted), or None."""
         path = self.run.path / "checkpoint.pt"
-        if self.kind not in ("train", "segment") or not path.is_file():
+        if self.kind not in ("train", "segment", "minority", "ood") or not path.is_file():
             return None
         from .train import load_checkpoint
 
@@ -161,8 +162,26 @@ def _memory(run, cfg, device, progress):
     return measure_run(run, cfg, progress=bool(progress))
 
 
+def _minority(run, cfg, device, progress):
+    from .minority import train_and_measure
+
+    return train_and_measure(run, cfg, device=device, progress=progress)
+
+
+def _lpm(run, cfg, device, progress):
+    from .lpm import model_experiment
+
+    return model_experiment(run, cfg)
+
+
+def _ood(run, cfg, device, progress):
+    from .ood_train import train_ood
+
+    return train_ood(run, cfg, device=device, progress=progress)
+
+
 _RUNNERS: dict[str, Callable] = {"train": _train, "segment": _segment, "landscape": _landscape,
-                                 "memory": _memory}
+                                 "memory": _memory, "minority": _minority, "lpm": _lpm, "ood": _ood}
 
 # ---------------------------------------------------------------------------------- enumerators
 
@@ -208,6 +227,30 @@ def segmentation_jobs(experiment: str, preset: str) -> list[Job]:
         jobs += [Job(experiment, preset, p["label"], p["config"], "segment", group="lambda sweep")
                  for p in planned_runs(preset, sweep=True)]
     return jobs
+
+
+def minority_jobs(experiment: str, preset: str) -> list[Job]:
+    """Chapter 5: the Layer-Peeled Model sweep (CPU) and every network run
+    (:func:`ncutils.minority.run_model`, :func:`ncutils.minority.run_networks`), per seed."""
+    from .minority import network_configs
+
+    model = _config.get_preset(experiment, preset)["model"]
+    jobs = [Job(experiment, preset, "model", model, "lpm", device="cpu")]
+    for seed in _config.get_preset(experiment, preset).get("seeds", (0,)):
+        jobs += [Job(experiment, preset, label, cfg, "minority", group=f"{d}:{a}")
+                 for (d, a, _), (label, cfg) in network_configs(preset, seed).items()]
+    return jobs
+
+
+def ood_jobs(experiment: str, preset: str) -> list[Job]:
+    """Chapter 6: every arm x seed (:func:`ncutils.ood_train.run_nc_ood`)."""
+    from .ood_train import arm_label
+
+    exp = _config.get_preset(experiment, preset)
+    arms, seeds = exp.pop("arms"), exp.pop("seeds")
+    return [Job(experiment, preset, arm_label(arm, seed),
+                {**exp, **{k: v for k, v in arm.items() if k != "name"}, "seed": seed}, "ood")
+            for seed in seeds for arm in arms]
 
 
 # ------------------------------------------------------------------------------------- registry
@@ -336,6 +379,12 @@ def _forward_flops(builder: str, key: str) -> float:
         model = build_model(spec["arch"], num_classes=spec["classes"], in_channels=c, input_size=h,
                             width=spec["width"], feature_dim=spec["feature_dim"],
                             classifier=spec["classifier"], etf_bias=spec["etf_bias"])
+    elif builder == "ood":
+        from .ood_model import build_ood_model
+
+        c, h, w = spec["shape"]
+        model = build_ood_model(spec["arch"], spec["classes"], width=spec["width"], projector=spec["projector"],
+                                hidden_mult=spec["hidden_mult"], in_channels=c, input_size=h)
     else:
         from .seg import build_seg_model
 
@@ -420,8 +469,35 @@ def _memory_seconds(job: Job) -> float:
     return flops / (CPU_FLOPS if cfg["device"] == "cpu" else GPU_FP32_FLOPS)
 
 
+def _ood_seconds(job: Job) -> float:
+    """Training (AdamW, bf16 not used: float32) plus the per-layer analysis: one forward pass over
+    every split (ID, near and far OOD, train and test); the probes (scikit-learn, CPU) not counted."""
+    cfg = job.config
+    k = len(cfg["id_classes"])
+    per = lambda n, classes, full: full if n is None else n * classes  # noqa: E731
+    n_train = per(cfg["n_per_class"], k, 6000 * k)
+    images = (n_train + per(cfg["test_per_class"], k, 1000 * k)
+              + 2 * per(cfg["probe_train_per_class"], 10 - k, 6000 * (10 - k))
+              + 2 * per(cfg["probe_test_per_class"], 10 - k, 1000 * (10 - k)))
+    flops = _forward_flops("ood", json.dumps({"arch": cfg["arch"], "classes": k, "shape": [1, 28, 28],
+                                              "width": cfg["width"], "projector": cfg["projector"],
+                                              "hidden_mult": cfg["hidden_mult"]}, sort_keys=True))
+    steps = math.ceil(n_train / cfg["batch_size"]) * cfg["epochs"]
+    return (3 * n_train * cfg["epochs"] + images) * flops / GPU_FP32_FLOPS + steps * STEP_OVERHEAD_S
+
+
+def _lpm_seconds(job: Job) -> float:
+    """CPU: the first-order solver's iteration cap at every check ratio and restart (tiny problems,
+    overhead-bound) plus one convex solve (about 0.1 s) per ratio and bisection step."""
+    cfg = job.config
+    fo = len(cfg["check_ratios"]) * cfg["fo_restarts"] * cfg["fo_max_iter"] * 1e-4
+    return fo + 0.1 * (len(cfg["ratios"]) + len(cfg["check_ratios"]) + 30)
+
+
 _COSTS: dict[str, Callable[[Job], float]] = {"train": _classifier_seconds, "segment": _segment_seconds,
-                                             "landscape": _landscape_seconds, "memory": _memory_seconds}
+                                             "landscape": _landscape_seconds, "memory": _memory_seconds,
+                                             "minority": _classifier_seconds, "lpm": _lpm_seconds,
+                                             "ood": _ood_seconds}
 
 # --------------------------------------------------------------- the book's experiments (one line each)
 
@@ -430,3 +506,5 @@ register("ufm", "02", landscape_jobs)
 register("fixed_etf", "03", lambda experiment, preset: (classification_jobs(experiment, preset)
                                                          + memory_jobs(experiment, preset)))
 register("camvid_cr", "04", segmentation_jobs)
+register("minority_collapse", "05", minority_jobs)
+register("nc_ood", "06", ood_jobs)

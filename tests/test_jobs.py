@@ -47,6 +47,20 @@ def _chapter_04(preset):
         seg.run_segmentation(preset, sweep=True, seeds=list(exp["lambda_sweep"]["seeds"]))
 
 
+def _chapter_05(preset):
+    from ncutils import minority
+
+    minority.run_model(preset)
+    for seed in _seeds("minority_collapse", preset):
+        minority.run_networks(preset, seed=seed)
+
+
+def _chapter_06(preset):
+    from ncutils import ood_train
+
+    ood_train.run_nc_ood(preset, seeds=list(_seeds("nc_ood", preset)))
+
+
 # What each chapter calls to load its runs (chapters/NN_*.py), at seed offset 0. A new experiment
 # adds its chapter's calls here: test_every_experiment_has_a_chapter_call fails until it does.
 CHAPTER_CALLS = {
@@ -55,6 +69,8 @@ CHAPTER_CALLS = {
     "ufm": _chapter_02,
     "fixed_etf": _chapter_03,
     "camvid_cr": _chapter_04,
+    "minority_collapse": _chapter_05,
+    "nc_ood": _chapter_06,
 }
 
 
@@ -77,6 +93,9 @@ def test_manifest_hashes_equal_the_runs_the_chapter_loads(experiment, preset, mo
 
     monkeypatch.setattr(store, "load_or_run", fake_load_or_run)
     monkeypatch.setattr(train, "load_or_run", fake_load_or_run)
+    from ncutils import minority
+
+    monkeypatch.setattr(minority, "load_or_run", fake_load_or_run)
     CHAPTER_CALLS[experiment](preset)
     listed = [(j.experiment, j.preset, j.label, j.key) for j in jobs.experiment_jobs(experiment, preset)]
     assert loaded and len(set(listed)) == len(listed)
@@ -214,7 +233,7 @@ def test_local_submitit_two_at_a_time_equals_a_serial_run(tmp_path, monkeypatch,
     env = dict(os.environ, NCUTILS_RESULTS=str(tmp_path / "matrix-1"))
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_experiment.py"), one.experiment,
                           "--preset", "smoke", "--run", one.key], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=1200)
     assert out.returncode == 0, out.stderr
     merged = jobs.merge_results([tmp_path / "matrix-1"], tmp_path / "merged")
     assert merged["copied"] == [str(one.run.path.relative_to(one.run.path.parents[1]))]
