@@ -284,3 +284,21 @@ def test_interrupted_job_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path, 
     monkeypatch.setenv("NCUTILS_RESULTS", str(tmp_path / "serial"))
     job.execute()
     assert _same_results(tmp_path / "jobs", tmp_path / "serial") == 1
+
+
+def test_slurm_executor_asks_for_requeue_gpus_time_and_array_limit(tmp_path, monkeypatch):
+    launch = pytest.importorskip("ncutils.launch")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    ex = launch.make_executor("slurm", tmp_path / "%j", timeout_min=240, gpus_per_job=1, cpus_per_job=8,
+                              partition="gpu", max_concurrent=16, slurm_args={"account": "lab"})
+    ex.parameters["map_count"] = 40  # as a batch of 40 jobs sets it
+    text = ex._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for flag in ("--requeue", "--partition=gpu", "--gpus-per-node=1", "--time=240", "--cpus-per-task=8",
+                 "--account=lab", "--array=0-39%16", "--signal=USR2@120"):
+        assert f"#SBATCH {flag}\n" in text, flag
+    with pytest.raises(ValueError, match="executor must be 'local' or 'slurm'"):
+        launch.make_executor("kubernetes", tmp_path)
