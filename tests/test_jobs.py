@@ -215,7 +215,7 @@ def test_local_submitit_two_at_a_time_equals_a_serial_run(tmp_path, monkeypatch,
     launch = pytest.importorskip("ncutils.launch")
     experiments = ["terminal_phase", "ufm"]  # chapters 1 and 2 at the smoke preset: 4 jobs
     todo = jobs.all_jobs("smoke", experiments)
-    executor = launch.make_executor("local", tmp_path / "submitit" / "%j", timeout_min=10)
+    executor = launch.make_executor("local", tmp_path / "submitit" / "%j", timeout_min=60)
     records = launch.launch(todo, executor, max_concurrent=2, results=tmp_path / "jobs", threads=1,
                             poll_s=0.2, log=lambda *a: None)
     assert [r["state"] for r in records] == ["complete"] * len(todo), [r.get("error") for r in records]
