@@ -155,6 +155,51 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
+# Chapter 4's second study (issue 13): the authors' center-collapse head and the controls that
+# isolate it, trained identically (same initial weights of the shared U-Net, same batches, same
+# steps). Settings not listed in a variant are camvid_cr's at the same preset, so the baseline and
+# the simplified branch (stored as "cr", lambda 0.4) are the committed camvid_cr runs at their seeds;
+# ncutils.ceco.run_ceco stores every run under the camvid_cr experiment. Variants:
+#   baseline   pixel cross entropy alone;
+#   ceco       + the authors' UPerHead_ceco branch (frozen 1x1 conv without bias + BatchNorm to 128
+#              channels, centers over the whole batch, frozen Linear(128, 512) + ReLU, L2 norm,
+#              dropout 0.1, frozen simplex ETF in 512 dimensions with zero bias, scale 5, logit
+#              adjustment by the log of the share of training frames containing each class), weight
+#              0.8 (their Swin-T config);
+#   cecol      their UPerHead_cecol ablation with their cecol config: the same branch with a random
+#              frozen classifier (nn.Linear default init, bias included), no normalization, scale 1,
+#              label smoothing 0.5, weight 1.0;
+#   wce        a re-balancing control: class-weighted pixel cross entropy, median-frequency weights
+#              (Eigen & Fergus 2015, as SegNet used on CamVid) from the training split;
+#   cr_simple  the book's first, simplified branch (frozen random 1x1 conv with bias to 32 channels, ETF in 32
+#              dimensions, no prior), lambda 0.4.
+_CECO_HEAD = dict(cr_head="ceco", ceco_dim=128, ceco_gain_dim=512, ceco_dropout=0.1, ceco_smooth=1.0,
+                  ceco_prior="image_label")
+
+
+def _ceco_variants(main_seeds, control_seeds):
+    return ({"name": "baseline", "cr_weight": 0.0, "seeds": main_seeds},
+            {"name": "ceco", "cr_weight": 0.8, **_CECO_HEAD, "seeds": main_seeds},
+            {"name": "cecol", "cr_weight": 1.0, **_CECO_HEAD, "cr_head": "cecol", "cr_scale": 1.0,
+             "cr_normalize": False, "ceco_smooth": 0.5, "seeds": control_seeds},
+            {"name": "wce", "cr_weight": 0.0, "class_weighting": "median_frequency", "seeds": control_seeds},
+            {"name": "cr_simple", "label": "cr", "cr_weight": 0.4, "seeds": control_seeds})
+
+
+def _ceco_study(preset: str, main_seeds, control_seeds) -> dict:
+    base = {k: v for k, v in PRESETS["camvid_cr"][preset].items()
+            if k not in ("variants", "seeds", "lambda_sweep")}
+    return dict(base, variants=_ceco_variants(main_seeds, control_seeds))
+
+
+PRESETS["camvid_ceco"] = {
+    "smoke": _ceco_study("smoke", (0, 1), (0, 1)),
+    # 5 seeds of the baseline and of the authors' head, 3 of each control (60 epochs each).
+    "cpu": _ceco_study("cpu", (0, 1, 2, 3, 4), (0, 1, 2)),
+    "paper": _ceco_study("paper", (0, 1, 2, 3, 4), (0, 1, 2)),
+}
+
+
 def get_preset(experiment: str, preset: str) -> dict:
     """A deep copy of the settings of ``experiment`` at ``preset``."""
     if experiment not in PRESETS:
