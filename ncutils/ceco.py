@@ -341,3 +341,46 @@ def run_ceco(preset: str, force: bool = False, device=None, progress: Optional[b
             lambda r, c=cfg: train_segmentation(r, c, device=device, progress=progress),
             label=f"{label}-s{seed}", force=force, device=device)
     return runs
+
+
+# ----------------------------------------------------------------------------- reading the study
+
+def paired_interval(diff, level: float = 0.95) -> dict:
+    """Mean of paired differences (one per seed) with its two-sided Student-t ``level`` interval:
+    ``{"mean", "low", "high", "n", "sd"}``; the interval is NaN with fewer than 2 differences."""
+    from scipy import stats
+
+    d = torch.as_tensor(diff, dtype=torch.float64).flatten()
+    if len(d) == 0 or not torch.isfinite(d).all():
+        raise ValueError(f"diff must be a non-empty vector of finite differences, got {diff!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    n, mean = len(d), float(d.mean())
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n, "sd": math.nan}
+    sd = float(d.std(unbiased=True))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "sd": sd}
+
+
+def frequency_groups(train_pixels, head: int = 3, tail: int = 4) -> dict:
+    """``{"head", "common", "tail"}``: class indices, the ``head`` most frequent classes by training
+    pixels, the ``tail`` rarest, the rest common (each list most frequent first)."""
+    counts = torch.as_tensor(train_pixels, dtype=torch.float64)
+    k = len(counts)
+    if head < 1 or tail < 1 or head + tail >= k:
+        raise ValueError(f"head and tail must be >= 1 with head + tail < K = {k}, got {head} and {tail}")
+    order = torch.argsort(-counts, stable=True).tolist()
+    return {"head": order[:head], "common": order[head:k - tail], "tail": order[k - tail:]}
+
+
+def etf_cosine_deviation(cosines) -> torch.Tensor:
+    """Per class k, the root mean square over j != k of cos(mu_k, mu_j) + 1/(K-1): how far class
+    k's row of a K x K cosine matrix of centered class means is from a simplex ETF's (0 for one)."""
+    c = torch.as_tensor(cosines, dtype=torch.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
+        raise ValueError(f"cosines must be a K x K matrix with K >= 2, got shape {tuple(c.shape)}")
+    k = c.shape[0]
+    off = ~torch.eye(k, dtype=torch.bool)
+    dev = (c + 1.0 / (k - 1))[off].view(k, k - 1)
+    return dev.pow(2).mean(1).sqrt()

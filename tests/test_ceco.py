@@ -306,3 +306,32 @@ def test_presets_have_the_seeds_and_reuse_the_identical_committed_runs():
     assert ceco_cfg["ceco_dim"] == 128 and ceco_cfg["ceco_gain_dim"] == 512 and ceco_cfg["ceco_prior"] == "image_label"
     cecol = cfgs["cecol", 0][1]
     assert (cecol["cr_scale"], cecol["cr_normalize"], cecol["ceco_smooth"], cecol["cr_weight"]) == (1.0, False, 0.5, 1.0)
+
+
+# ----------------------------------------------------------------------------- reading the study
+
+def test_paired_interval_closed_form():
+    d = [0.01, 0.03, -0.01, 0.02]
+    out = ceco.paired_interval(d)
+    mean, sd = 0.0125, math.sqrt(sum((x - 0.0125) ** 2 for x in d) / 3)
+    half = 3.182446305284263 * sd / 2  # t_{0.975, 3}
+    assert out["n"] == 4 and out["mean"] == pytest.approx(mean)
+    assert out["low"] == pytest.approx(mean - half) and out["high"] == pytest.approx(mean + half)
+    one = ceco.paired_interval([0.2])
+    assert one["mean"] == 0.2 and math.isnan(one["low"]) and math.isnan(one["high"])
+    with pytest.raises(ValueError, match="diff"):
+        ceco.paired_interval([])
+    with pytest.raises(ValueError, match="level"):
+        ceco.paired_interval(d, level=1.5)
+
+
+def test_frequency_groups_and_etf_deviation():
+    g = ceco.frequency_groups([5, 100, 7, 50, 1, 30, 9, 2])
+    assert g == {"head": [1, 3, 5], "common": [6], "tail": [2, 0, 7, 4]}
+    with pytest.raises(ValueError, match="head and tail"):
+        ceco.frequency_groups([1, 2, 3], head=2, tail=1)
+    w = simplex_etf(5, 7, seed=0).T.double()
+    torch.testing.assert_close(ceco.etf_cosine_deviation(w @ w.T), torch.zeros(5, dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    c = torch.eye(3, dtype=torch.float64)  # orthogonal means: every off-diagonal cosine 0, ETF -1/2
+    torch.testing.assert_close(ceco.etf_cosine_deviation(c), torch.full((3,), 0.5, dtype=torch.float64))
