@@ -36,6 +36,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -377,7 +378,8 @@ def frequency_groups(train_pixels, head: int = 3, tail: int = 4) -> dict:
 def etf_cosine_deviation(cosines) -> torch.Tensor:
     """Per class k, the root mean square over j != k of cos(mu_k, mu_j) + 1/(K-1): how far class
     k's row of a K x K cosine matrix of centered class means is from a simplex ETF's (0 for one)."""
-    c = torch.as_tensor(cosines, dtype=torch.float64)
+    c = cosines.detach().to(torch.float64) if isinstance(cosines, torch.Tensor) else \
+        torch.tensor(np.asarray(cosines, dtype=np.float64))
     if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
         raise ValueError(f"cosines must be a K x K matrix with K >= 2, got shape {tuple(c.shape)}")
     k = c.shape[0]
