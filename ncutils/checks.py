@@ -16,7 +16,7 @@ __all__ = ["check_bool", "check_int", "check_real", "check_seed", "check_seeds",
 
 def check_bool(value, name: str) -> bool:
     """``value`` as a bool if it is one (Python or NumPy); a ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
     hint = ""
     if isinstance(value, str):

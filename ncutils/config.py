@@ -164,7 +164,7 @@ def _canonical(obj, path: str = "config", sort: bool = True):
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     kind = type(obj).__module__.split(".")[0]
-    if kind == "numpy" and type(obj).__name__ == "bool_":
+    if kind == "numpy" and type(obj).__name__ in ("bool", "bool_"):
         return bool(obj)
     if isinstance(obj, numbers.Integral):
         return int(obj)  # numpy integers hash as the Python int

@@ -373,7 +373,7 @@ def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = Fa
     :func:`ncutils.store.load_or_run`); an interrupted run resumes from its checkpoint. ``only``:
     the ``(dataset, arch)`` pairs to run; a pair that is not in the preset is an error.
     """
-    force = checks.check_bool(force, "force")
+    force, seed = checks.check_bool(force, "force"), checks.check_seed(seed, "seed")
     exp = _config.get_preset(experiment, preset)
     variants = exp.pop("variants", None)
     exp.pop("memory", None)
