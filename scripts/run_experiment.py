@@ -2,6 +2,7 @@
 laptop, a GPU runner or Colab. Examples:
 
     python scripts/run_experiment.py terminal_phase --preset cpu --only mnist:mlp
+    python scripts/run_experiment.py terminal_phase --preset cpu --only fashionmnist:vgg11 --lrs 0.0679
     python scripts/run_experiment.py camvid_cr --preset cpu --only cr --seeds 0 1
 """
 import argparse
@@ -17,6 +18,8 @@ parser.add_argument("--seeds", type=int, nargs="*", default=None,
 parser.add_argument("--only", nargs="*", default=None,
                     help="dataset:arch pairs to run, or for camvid_cr variant names (default all)")
 parser.add_argument("--sweep", action="store_true", help="camvid_cr: the preset's lambda sweep")
+parser.add_argument("--lrs", type=float, nargs="*", default=None,
+                    help="only these learning rates of a pair's lr sweep (to spread it over processes)")
 parser.add_argument("--force", action="store_true", help="rerun even if complete results exist")
 args = parser.parse_args()
 if args.experiment == "camvid_cr":
@@ -24,6 +27,7 @@ if args.experiment == "camvid_cr":
                                 sweep=args.sweep)
 else:
     only = None if args.only is None else tuple(tuple(p.split(":")) for p in args.only)
-    runs = train.run_experiment(args.experiment, args.preset, seed=args.seed, force=args.force, only=only)
+    runs = train.run_experiment(args.experiment, args.preset, seed=args.seed, force=args.force, only=only,
+                                lrs=None if args.lrs is None else tuple(args.lrs))
 for key, run in runs.items():
     print(*key, run.path, run.info["summary"] if run.complete else "incomplete", flush=True)

@@ -389,7 +389,7 @@ def test_a_relative_results_root_is_taken_from_the_project_root(monkeypatch):
 # ---------------------------------------------------------------- 9: --only that matches nothing
 
 def test_only_that_matches_nothing_lists_the_choices(results_dir):
-    with pytest.raises(ValueError, match=r"matched nothing; valid choices: mnist:mlp, fashionmnist:mlp"):
+    with pytest.raises(ValueError, match=r"names no run .*matched nothing\); valid choices: mnist:mlp, fashionmnist:mlp"):
         train.run_experiment("terminal_phase", "smoke", only=[("mnist", "resnet")])
     with pytest.raises(ValueError, match=r"valid choices: \['baseline', 'cr'\]"):
         seg.run_segmentation("smoke", only=["crr"])
