@@ -209,7 +209,7 @@ def test_a_string_from_papermill_r_gets_a_hint():
 
 
 def test_every_chapter_passes_force_run_only_to_checked_functions():
-    checked = {"run_experiment", "run_segmentation", "load_or_run", "measure_preset"}
+    checked = {"run_experiment", "run_segmentation", "load_or_run", "measure_preset", "lr_sweep"}
     for path in sorted((ROOT / "chapters").glob("[0-9]*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
