@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncutils import checks, config, metrics, seg, store, train, ufm
+from ncutils import checks, config, metrics, minority, seg, store, train, ufm
 from _helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,8 +209,9 @@ def test_a_string_from_papermill_r_gets_a_hint():
 
 
 def test_every_chapter_passes_force_run_only_to_checked_functions():
-    checked = {"run_experiment", "run_segmentation", "load_or_run", "measure_preset", "lr_sweep"}
-    for path in sorted((ROOT / "chapters").glob("[0-9]*.py")):
+    checked = {"run_experiment", "run_segmentation", "load_or_run", "measure_preset", "lr_sweep", "run_model",
+               "run_networks", "run_nc_ood"}  # each calls store.load_or_run, which checks force
+    for path in sorted((ROOT / "chapters").glob("[0-9]*.py")) + sorted((ROOT / "drafts").glob("[0-9]*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and node.id == "FORCE_RUN" and isinstance(node.ctx, ast.Load):
@@ -313,6 +314,9 @@ def test_every_preset_gives_valid_run_configs():
                 for arch in exp["archs"]:
                     for variant in variants:
                         train._check_config(train.run_config(exp, dataset, arch, 0, **variant))
+    for preset in config.PRESET_NAMES:
+        for _, cfg in minority.network_configs(preset).values():
+            train._check_config(cfg)
     for preset in config.PRESET_NAMES:
         exp = config.get_preset("camvid_cr", preset)
         variants, sweep = exp.pop("variants"), exp.pop("lambda_sweep")
