@@ -90,8 +90,10 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
 
 
 # Keys a run config may hold besides _REQUIRED; any other key is refused (a typo would be ignored).
+# (``steps`` and ``K_A`` are read by chapter 5's wrapper, ncutils.minority, not by this loop.)
 _OPTIONAL = ("optimizer", "augment", "n_per_class", "test_per_class", "width", "feature_dim",
-             "classifier", "etf_bias", "counts", "compile", "amp", "snapshot_every", "oversample", "steps")
+             "classifier", "etf_bias", "counts", "compile", "amp", "snapshot_every", "oversample", "steps",
+             "K_A")
 
 
 def milestone_epochs(cfg: dict) -> list[int]:
@@ -135,7 +137,7 @@ def _check_config(cfg: dict) -> None:
     checks.check_real(cfg["weight_decay"], "config['weight_decay']", 0.0)
     checks.check_seed(cfg["seed"], "config['seed']")
     milestone_epochs(cfg)
-    for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every"):
+    for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every", "steps", "K_A"):
         if cfg.get(key) is not None:
             checks.check_int(cfg[key], f"config[{key!r}]", 1)
     for key in ("compile", "etf_bias"):
