@@ -56,11 +56,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from ncutils import config, plotting, seg
+from ncutils import checks, config, plotting, seg
 
 EXPERIMENT = "camvid_cr"
 exp = config.get_preset(EXPERIMENT, PRESET)
-seeds = [SEED + s for s in exp["seeds"]]
+seeds = [checks.check_seed(SEED, "SEED") + s for s in exp["seeds"]]
 variants = [v["name"] for v in exp["variants"]]
 cr_variant = next(v for v in exp["variants"] if v["cr_weight"] > 0)
 print(f"preset {PRESET!r}: U-Net widths {exp['widths']}, {exp['feature_dim']}-d pixel features, "

@@ -12,8 +12,9 @@ import copy
 import hashlib
 import json
 import math
+import numbers
 
-__all__ = ["PRESET_NAMES", "PRESETS", "get_preset", "config_hash", "paper_lr_grid", "snapshot_epochs"]
+__all__ = ["PRESET_NAMES", "PRESETS", "get_preset", "config_hash", "plain_config", "paper_lr_grid", "snapshot_epochs"]
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 
@@ -291,21 +292,35 @@ def get_preset(experiment: str, preset: str) -> dict:
     return copy.deepcopy(PRESETS[experiment][preset])
 
 
-def _canonical(obj):
+def _canonical(obj, path: str = "config", sort: bool = True):
+    """Plain JSON types of a config (NumPy scalars become Python numbers); errors name the key."""
     if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
+        items = sorted(obj.items()) if sort else obj.items()
+        return {str(k): _canonical(v, f"{path}[{k!r}]", sort) for k, v in items}
     if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, float):
-        return float(repr(obj))
-    if obj is None or isinstance(obj, (bool, int, str)):
+        return [_canonical(v, f"{path}[{i}]", sort) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, str)):
         return obj
-    raise TypeError(f"config values must be JSON-like (dict, list, str, number, bool, None), "
-                    f"got {type(obj).__name__}")
+    kind = type(obj).__module__.split(".")[0]
+    if kind == "numpy" and type(obj).__name__ in ("bool", "bool_"):
+        return bool(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)  # numpy integers hash as the Python int
+    if isinstance(obj, float) or (kind == "numpy" and isinstance(obj, numbers.Real)):
+        return float(obj)  # np.float64(x) hashes as the Python float x
+    raise TypeError(f"config values must be JSON-like (dict, list, str, number, bool, None); "
+                    f"{path} is a {type(obj).__name__}: {obj!r}")
+
+
+def plain_config(config: dict) -> dict:
+    """A copy of ``config`` with plain JSON types (tuples become lists, NumPy scalars Python
+    numbers), keys in their order: what ``run.json`` stores and :func:`config_hash` hashes."""
+    return _canonical(config, sort=False)
 
 
 def config_hash(config: dict, length: int = 10) -> str:
-    """A stable hex digest of a JSON-like config (key order and tuple/list do not matter)."""
+    """A stable hex digest of a JSON-like config (key order and tuple/list do not matter; a NumPy
+    scalar hashes as the equal Python number)."""
     text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -493,22 +493,37 @@ SEG_HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "cr_loss", "val_miou", "val_
 _SEG_REQUIRED = ("seed", "epochs", "batch_size", "lr", "lr_power", "momentum", "weight_decay",
                  "widths", "feature_dim", "crop", "flip", "cr_weight", "cr_dim", "cr_scale",
                  "cr_normalize", "cr_frozen", "eval_every", "n_train", "n_eval")
+_SEG_OPTIONAL = ("cr_head", "class_weighting", "ceco_dim", "ceco_gain_dim", "ceco_prior", "ceco_smooth",
+                 "ceco_dropout")  # chapter 4's later arms (ncutils.ceco checks their values)
 
 
 def _check_seg_config(cfg: dict) -> None:
+    from . import checks
+
     if not isinstance(cfg, dict):
         raise TypeError(f"config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in _SEG_REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"segmentation config is missing {missing}")
+    unknown = sorted(set(cfg) - set(_SEG_REQUIRED) - set(_SEG_OPTIONAL))
+    if unknown:
+        raise ValueError(f"segmentation config has unknown keys {unknown} "
+                         f"(known: {sorted(_SEG_REQUIRED + _SEG_OPTIONAL)})")
     for key in ("epochs", "batch_size", "feature_dim", "eval_every"):
         _check_int(f"config[{key!r}]", cfg[key], 1)
+    checks.check_seed(cfg["seed"], "config['seed']")
     for key in ("lr", "lr_power", "cr_scale"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] > 0:
-            raise ValueError(f"config[{key!r}] must be a number > 0, got {cfg[key]!r}")
-    for key in ("momentum", "weight_decay", "cr_weight"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] >= 0:
-            raise ValueError(f"config[{key!r}] must be a number >= 0, got {cfg[key]!r}")
+        checks.check_real(cfg[key], f"config[{key!r}]", 0.0, low_open=True)
+    checks.check_real(cfg["momentum"], "config['momentum']", 0.0, 1.0, high_open=True)
+    for key in ("weight_decay", "cr_weight"):
+        checks.check_real(cfg[key], f"config[{key!r}]", 0.0)
+    for key in ("flip", "cr_normalize", "cr_frozen"):
+        checks.check_bool(cfg[key], f"config[{key!r}]")
+    widths = cfg["widths"]
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)) or not widths:
+        raise ValueError(f"config['widths'] must be a non-empty list of channel counts, got {widths!r}")
+    for i, w in enumerate(widths):
+        _check_int(f"config['widths'][{i}]", w, 1)
     crop = cfg["crop"]
     if crop is not None and (not isinstance(crop, (list, tuple)) or len(crop) != 2
                              or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in crop)):
@@ -523,7 +538,7 @@ def _check_seg_config(cfg: dict) -> None:
     if cfg.get("class_weighting") not in (None, "median_frequency"):
         raise ValueError(f"config['class_weighting'] must be None or 'median_frequency', "
                          f"got {cfg['class_weighting']!r}")
-    for key in ("n_train", "n_eval"):
+    for key in ("n_train", "n_eval", "cr_dim"):
         if cfg[key] is not None:
             _check_int(f"config[{key!r}]", cfg[key], 1)
 
@@ -658,21 +673,24 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
                 ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
             else:
                 ce = F.cross_entropy(logits, y, weight=ce_weight, ignore_index=IGNORE_INDEX)
-            loss = ce
+            loss, parts = ce, {"cross-entropy loss": float(ce.detach())}
             if use_cr and ceco_head is not None:
                 cr = ceco_head.loss(h, y, generator=drop_gen)
                 loss = ce + cfg["cr_weight"] * cr
-                cr_sum += float(cr.detach())
+                parts["CR loss"] = float(cr.detach())
             elif use_cr:
                 cr = model.cr_loss(h, y, scale=float(cfg["cr_scale"]), normalize=bool(cfg["cr_normalize"]))
                 loss = ce + cfg["cr_weight"] * cr
-                cr_sum += float(cr.detach())
+                parts["CR loss"] = float(cr.detach())
+            bad = [f"{name} {v}" for name, v in parts.items() if not math.isfinite(v)]
+            if bad:  # before the step: a NaN never reaches the weights or a checkpoint
+                raise FloatingPointError(f"training diverged at epoch {epoch}, step {step + 1} ("
+                                         f"{', '.join(bad)}); lower config['lr'] = {cfg['lr']}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            ce_sum, nb, step = ce_sum + float(ce.detach()), nb + 1, step + 1
-        if not math.isfinite(ce_sum):
-            raise FloatingPointError(f"training diverged at epoch {epoch}; lower config['lr'] = {cfg['lr']}")
+            ce_sum, cr_sum = ce_sum + parts["cross-entropy loss"], cr_sum + parts.get("CR loss", 0.0)
+            nb, step = nb + 1, step + 1
         row = {"epoch": epoch, "lr": lr0, "train_loss": ce_sum / nb, "cr_loss": cr_sum / nb if use_cr else math.nan,
                "val_miou": math.nan, "val_pixel_accuracy": math.nan}
         if epoch % cfg["eval_every"] == 0 or epoch == cfg["epochs"]:
@@ -742,10 +760,14 @@ def run_segmentation(preset: str, force: bool = False, device=None, progress: Op
 
     ``sweep=True`` runs the preset's ``lambda_sweep`` instead: the CR variant at each of its
     ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``.
+    ``force`` and ``sweep`` must be bools (a string is refused); a name of ``only`` that is no
+    variant is an error listing the variants; ``seeds`` must be integers >= 0.
     """
+    from . import checks
     from . import config as _config
     from .store import load_or_run
 
+    force, sweep = checks.check_bool(force, "force"), checks.check_bool(sweep, "sweep")
     exp = _config.get_preset("camvid_cr", preset)
     variants, all_seeds, lam = exp.pop("variants"), exp.pop("seeds"), exp.pop("lambda_sweep", None)
     if sweep:
@@ -753,8 +775,16 @@ def run_segmentation(preset: str, force: bool = False, device=None, progress: Op
             raise ValueError(f"preset {preset!r} of camvid_cr defines no lambda_sweep")
         variants = [{"name": f"cr-lam{w:g}", "cr_weight": w} for w in lam["cr_weights"]]
         all_seeds = lam["seeds"]
+    names = [v["name"] for v in variants]
+    if only is not None:
+        only = [only] if isinstance(only, str) else list(only)
+        wrong = [o for o in only if o not in names]
+        if wrong or not only:
+            raise ValueError(f"only must be a list of variant names of camvid_cr{' (sweep)' if sweep else ''} "
+                             f"at preset {preset!r}: {wrong or only!r} matched nothing; valid choices: {names}")
+    seeds = checks.check_seeds(list(all_seeds) if seeds is None else seeds, "seeds")
     runs = {}
-    for seed in (all_seeds if seeds is None else seeds):
+    for seed in seeds:
         for variant in variants:
             if only is not None and variant["name"] not in only:
                 continue
