@@ -166,18 +166,22 @@ TABLE_CSS = [
 
 
 def style_table(frame, digits: int = 3, percent=(), formats: dict | None = None, caption: str | None = None,
-                headers: dict | None = None, index: bool = False, na_rep: str = ""):
+                headers: dict | None = None, index: bool = False, na_rep: str = "", max_columns: int = 8):
     """A compact pandas Styler: cell padding, numbers by column kind, human headers, no index.
 
     Integer-valued numbers get thousands separators, other numbers ``digits`` significant digits
     (scientific outside [1e-3, 1e5)), ``percent`` columns (fractions) are shown as percentages with
     one decimal, ``formats`` maps a column to a format string or callable. Headers go through
-    :func:`human_header` (or ``headers``) and wrap; text columns are left-aligned.
+    :func:`human_header` (or ``headers``) and wrap; text columns are left-aligned and wrap. More than
+    ``max_columns`` columns is refused: that table does not fit the content column (split it).
     """
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    if frame.shape[1] + bool(index) > max_columns:
+        raise ValueError(f"{frame.shape[1]} columns do not fit the content column (max_columns={max_columns}): "
+                         f"show fewer, or split the table; columns: {list(frame.columns)}")
     formats = dict(formats or {})
     missing = [c for c in list(percent) + list(formats) if c not in frame.columns]
     if missing:
@@ -197,7 +201,7 @@ def style_table(frame, digits: int = 3, percent=(), formats: dict | None = None,
                  and not frame[names[c]].map(lambda v: isinstance(v, (int, float))).all()]
     styler = frame.style.format(fmt, na_rep=na_rep).set_table_styles(TABLE_CSS)
     if text_cols:
-        styler = styler.set_properties(subset=text_cols, **{"text-align": "left"})
+        styler = styler.set_properties(subset=text_cols, **{"text-align": "left", "white-space": "normal"})
     if not index:
         styler = styler.hide(axis="index")
     if caption:

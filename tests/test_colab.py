@@ -63,6 +63,9 @@ def test_the_colab_cell_in_a_fresh_venv_against_a_local_clone(tmp_path):
                           capture_output=True, text=True, check=True).stdout.strip()
     here = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     Path(site, "colab_preinstalled.pth").write_text("\n".join(here) + "\n")
+    # Colab's pip builds the package in isolation with setuptools>=77 from PyPI; offline, the build
+    # runs without isolation on the preinstalled setuptools, so the venv's bundled old one must go.
+    subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True)
     cell = colab.setup_cell()
     local = f"file://{ROOT}"
     cell = cell.replace(f'"{colab.REPO_URL}"', f'"{local}"').replace(f'"{colab.CLONE_DIR}"', f'"{dest}"')
