@@ -101,7 +101,7 @@ train_pixels = iou_tables[next(iter(runs))]["train_pixels"].to_numpy()
 order = np.argsort(-train_pixels, kind="stable")  # most frequent first
 rare = set(order[-4:].tolist())  # the four rarest classes in the training frames
 colors = {"baseline": "C0", "cr": "C3"}
-labels = {"baseline": "cross entropy", "cr": f"+ CR loss (lambda {cr_variant['cr_weight']})"}
+labels = {"baseline": "cross entropy", "cr": f"+ CR loss (λ = {cr_variant['cr_weight']})"}
 short = {"baseline": "CE only", "cr": "CE + CR"}
 
 # %% [markdown]

@@ -197,8 +197,8 @@ def style_table(frame, digits: int = 3, percent=(), formats: dict | None = None,
         else:
             fmt[names[col]] = lambda x, d=digits: _format_number(x, d)
     frame = frame.rename(columns=names)
-    text_cols = [names[c] for c in names if frame[names[c]].dtype == object
-                 and not frame[names[c]].map(lambda v: isinstance(v, (int, float))).all()]
+    text_cols = [col for col in frame.columns if not pd.api.types.is_numeric_dtype(frame[col])
+                 and not frame[col].map(lambda v: isinstance(v, (int, float, np.number))).all()]
     styler = frame.style.format(fmt, na_rep=na_rep).set_table_styles(TABLE_CSS)
     if text_cols:
         styler = styler.set_properties(subset=text_cols, **{"text-align": "left", "white-space": "normal"})

@@ -23,6 +23,11 @@ import tempfile
 from pathlib import Path
 
 LOCAL_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
+# MathJax 2 settings equal to the book's MathJax 3 ones: the notebook sections carry tex2jax_ignore,
+# and the math spans (class "math") are processed anyway.
+MATHJAX2_CONFIG = """<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {
+  inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]],
+  processClass: "tex2jax_process|mathjax_process|math|output_area"}});</script>"""
 PROBE = r"""
 <script>
 window.addEventListener("load", function () {
@@ -30,6 +35,7 @@ window.addEventListener("load", function () {
     var col = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
     var right = col.getBoundingClientRect().right, colWidth = col.clientWidth, found = [];
     col.querySelectorAll("table, img, pre, div.output, div.cell_output, .math, div.highlight, figure, p").forEach(function (el) {
+      if (el.closest(".cell_input")) return;  // source code scrolls by design; outputs must fit
       var r = el.getBoundingClientRect(), style = getComputedStyle(el);
       var scrolls = (style.overflowX == "auto" || style.overflowX == "scroll") && el.scrollWidth > el.clientWidth + 2;
       var sticks = r.right > right + 2;
@@ -43,7 +49,7 @@ window.addEventListener("load", function () {
     var raw = [];
     col.querySelectorAll("p, li, td, figcaption, span.caption-text").forEach(function (el) {
       var t = el.innerText || "";
-      if (/\$[\\A-Za-z{]|\\\(|\\frac|\\tfrac|\\lambda/.test(t) && !el.querySelector(".MathJax, mjx-container")) raw.push(t.slice(0, 100));
+      if (/\$[\\A-Za-z{]|\\\(|\\frac|\\tfrac|\\lambda/.test(t)) raw.push(t.slice(0, 100));
     });
     var pre = document.createElement("pre");
     pre.id = "overflow-report";
@@ -72,7 +78,7 @@ def prepare(src: Path, dst: Path) -> None:
             text = re.sub(r'<script[^>]*src="[^"]*mathjax[^"]*"[^>]*></script>',
                           f'<script src="file://{LOCAL_MATHJAX}?config=TeX-AMS_CHTML"></script>', text,
                           flags=re.I)
-            text = re.sub(r"<script>\s*window\.MathJax\s*=.*?</script>", "", text, flags=re.S)
+            text = re.sub(r"<script>\s*window\.MathJax\s*=.*?</script>", lambda m: MATHJAX2_CONFIG, text, flags=re.S)
         page.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
 
 
