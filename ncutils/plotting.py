@@ -199,9 +199,10 @@ def style_table(frame, digits: int = 3, percent=(), formats: dict | None = None,
     frame = frame.rename(columns=names)
     text_cols = [col for col in frame.columns if not pd.api.types.is_numeric_dtype(frame[col])
                  and not frame[col].map(lambda v: isinstance(v, (int, float, np.number))).all()]
-    styler = frame.style.format(fmt, na_rep=na_rep).set_table_styles(TABLE_CSS)
-    if text_cols:
-        styler = styler.set_properties(subset=text_cols, **{"text-align": "left", "white-space": "normal"})
+    # text columns: left-aligned and wrapping (a column-class selector, so it outranks ``td`` above)
+    css = TABLE_CSS + [{"selector": f"{cell}.col{i}", "props": "text-align: left; white-space: normal;"}
+                       for i, col in enumerate(frame.columns) if col in text_cols for cell in ("td", "th")]
+    styler = frame.style.format(fmt, na_rep=na_rep).set_table_styles(css)
     if not index:
         styler = styler.hide(axis="index")
     if caption:
