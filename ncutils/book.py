@@ -177,4 +177,10 @@ def runs_frame(runs=None):
             frame = provenance_frame(mine)
             frame.insert(0, "chapter", title.split(".")[0])
             frames.append(frame)
+    known = {experiment for _, _, experiment in CHAPTERS}
+    others = [r for r in runs if r.experiment not in known]  # chapters in drafts/, not yet in the book
+    if others:
+        frame = provenance_frame(others)
+        frame.insert(0, "chapter", "draft: " + pd.Series([r.experiment for r in others]))
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -257,12 +257,14 @@ def provenance_table(runs):
 
 # ----------------------------------------------------------------------------- figures
 def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: bool = True,
-                  tpt: dict | None = None, styles=LINESTYLES, key_names: dict | None = None):
+                  tpt: dict | None = None, styles=LINESTYLES, key_names: dict | None = None,
+                  shade: dict | None = None):
     """One panel per dataset, one colour per architecture, one line style per metric key.
 
     ``histories`` maps ``(dataset, arch)`` to a history DataFrame; rows where a key is NaN (epochs
-    without a snapshot) are skipped; ``tpt`` maps ``(dataset, arch)`` to the TPT onset epoch. The
-    legend, under the panels, has one entry per architecture (colour) and, with several keys, one
+    without a snapshot) are skipped; ``tpt`` maps ``(dataset, arch)`` to the TPT onset epoch;
+    ``shade`` maps ``(dataset, arch)`` to the first epoch from which the training error stays zero,
+    drawn as a shaded span from there to the last epoch. The legend, under the panels, has one entry per architecture (colour) and, with several keys, one
     per key (line style).
     """
     from matplotlib.lines import Line2D
@@ -281,6 +283,8 @@ def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: b
                 ax.plot(part["epoch"], part[key], ls=style, color=color, marker=".", ms=3)
             if tpt and tpt.get((ds, arch)):
                 ax.axvline(tpt[(ds, arch)], color=color, ls=":", lw=1)
+            if shade and shade.get((ds, arch)):
+                ax.axvspan(shade[(ds, arch)], hist["epoch"].iloc[-1], color=color, alpha=0.07, lw=0)
         ax.set(title=DATASET_NAMES.get(dataset, dataset), xlabel="epoch", ylabel=ylabel)
         if logx:
             ax.set_xscale("log")
@@ -295,6 +299,11 @@ def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: b
     if tpt:
         handles.append(Line2D([], [], color="0.3", ls=":", lw=1))
         labels.append("TPT onset")
+    if shade:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="0.3", alpha=0.15, lw=0))
+        labels.append("training error stays 0")
     figure_legend(fig, handles, labels, ncol=min(len(handles), 5))
     return fig
 

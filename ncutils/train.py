@@ -1,9 +1,11 @@
 """The training loop of the book: Papyan et al.'s protocol, collapse metrics, checkpoint + resume.
 
-No plotting here. :func:`train` trains one network described by a flat run config, evaluates train
-and test error every epoch and the collapse metrics of the train set at log-spaced epochs (and at
-the onset of the terminal phase), writes an atomic checkpoint after every epoch and resumes from it,
-so an interrupted run ends with the same numbers as an uninterrupted one (bitwise on CPU).
+No plotting here. :func:`train` trains one network described by a flat run config, evaluates the
+train error every epoch, and the test error and the collapse metrics of the train set at the
+snapshot epochs (log-spaced, plus every ``snapshot_every`` epochs if set, plus the onset of the
+terminal phase); other epochs leave the test columns empty, so long runs are not dominated by
+evaluation. It writes an atomic checkpoint after every epoch and resumes from it, so an interrupted
+run ends with the same numbers as an uninterrupted one (bitwise on CPU).
 
 On a GPU the same loop takes the fast path: the dataset lives on the device as one tensor, batches
 are drawn by on-device indexing, convolutional models run channels_last under bf16 autocast, and
@@ -28,7 +30,7 @@ from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
            "save_checkpoint", "load_checkpoint", "resume_checkpoint", "HISTORY_COLUMNS", "tpt_summary",
-           "variant_label"]
+           "variant_label", "oversample", "snapshot_set", "lr_sweep", "best_by_test_error", "NC_FOLD_KEYS"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -81,7 +83,7 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
     per_arch = experiment_cfg.get("per_arch", {})
     if arch not in per_arch:
         raise ValueError(f"the preset has no settings for arch {arch!r} (it has {sorted(per_arch)})")
-    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs", "per_arch")}
+    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs", "per_arch", "lr_sweep")}
     cfg.update(per_arch[arch], dataset=dataset, arch=arch, seed=seed, **overrides)
     return cfg
 
@@ -97,6 +99,34 @@ def _check_config(cfg: dict) -> None:
         raise ValueError(f"config['lr'] must be a positive number, got {cfg['lr']!r}")
     if not isinstance(cfg.get("compile", False), bool):
         raise ValueError(f"config['compile'] must be True or False, got {cfg['compile']!r}")
+    every = cfg.get("snapshot_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"config['snapshot_every'] must be a positive integer or None, got {every!r}")
+
+
+def snapshot_set(cfg: dict) -> set:
+    """The epochs at which a run evaluates the test set and the collapse metrics (besides the onset)."""
+    snaps = set(_config.snapshot_epochs(cfg["epochs"], cfg["n_snapshots"]))
+    every = cfg.get("snapshot_every")
+    if every:
+        snaps |= set(range(every, cfg["epochs"] + 1, every))
+    return snaps
+
+
+def oversample(x: torch.Tensor, y: torch.Tensor, factors=None):
+    """``(x, y)`` with every sample of class k repeated ``factors[k]`` times (the authors' minority
+    oversampling of Fang et al. 2021: each epoch visits a minority sample ``factors[k]`` times, in a
+    fresh shuffled order); ``factors=None`` returns ``(x, y)`` unchanged."""
+    if factors is None:
+        return x, y
+    k = int(y.max()) + 1
+    if isinstance(factors, (str, bytes)) or not hasattr(factors, "__len__") or len(factors) != k or any(
+            isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in factors):
+        raise ValueError(f"config['oversample'] must be {k} positive integers (one repeat factor per class), "
+                         f"got {factors!r}")
+    reps = torch.tensor(factors, device=y.device)[y]
+    idx = torch.repeat_interleave(torch.arange(len(y), device=y.device), reps)
+    return x[idx], y[idx]
 
 
 def save_checkpoint(path: Path | str, state: dict) -> None:
@@ -214,7 +244,7 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
     opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     milestones = [int(f * cfg["epochs"]) if isinstance(f, float) else int(f) for f in cfg["lr_milestones"]]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_gamma"])
-    snapshots = set(_config.snapshot_epochs(cfg["epochs"], cfg["n_snapshots"]))
+    snapshots = snapshot_set(cfg)
     ckpt_path, key = run.path / "checkpoint.pt", run.key
     history, start_epoch, wall, tpt = [], 1, 0.0, None
     state = resume_checkpoint(run, device, model, opt)
@@ -222,13 +252,15 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
         sched.load_state_dict(state["scheduler"])
         history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
         tpt = next((r["epoch"] for r in history if r["train_error"] == 0.0), None)
-    batches = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=cfg["seed"])
+    xs, ys = oversample(x, y, cfg.get("oversample"))  # the training batches; errors and NC use x, y
+    batches = TensorBatches(xs, ys, batch_size=cfg["batch_size"], seed=cfg["seed"])
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "train", unit="ep")
-    done_here = 0
+    done_here, test_err = 0, next((r["test_error"] for r in reversed(history)
+                                   if not math.isnan(r["test_error"])), math.nan)
     for epoch in range(start_epoch, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         model.train()
@@ -244,13 +276,15 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
                                      f"lower config['lr'] = {cfg['lr']}")
         err, tr_loss, _, _ = _evaluate(model, x, y, k, device, amp, keep_features=False)
-        test_err, test_loss, _, _ = _evaluate(model, xt, yt, k, device, amp, keep_features=False)
-        row = {"epoch": epoch, "lr": lr, "train_error": err, "test_error": test_err,
-               "train_loss": tr_loss, "test_loss": test_loss}
-        if epoch in snapshots or (err == 0.0 and tpt is None):  # NC metrics: one more pass
+        row = {"epoch": epoch, "lr": lr, "train_error": err, "test_error": math.nan,
+               "train_loss": tr_loss, "test_loss": math.nan}
+        if epoch in snapshots or (err == 0.0 and tpt is None):  # test set and NC metrics
+            row["test_error"], row["test_loss"], _, _ = _evaluate(model, xt, yt, k, device, amp,
+                                                                  keep_features=False)
             _, _, stats, feats = _evaluate(model, x, y, k, device, amp, keep_features=True)
             row.update(_nc_snapshot(model, stats, feats))
             del stats, feats
+            test_err = row["test_error"]
         tpt = epoch if (err == 0.0 and tpt is None) else tpt
         wall += time.perf_counter() - t0
         row["epoch_seconds"] = time.perf_counter() - t0
@@ -276,57 +310,151 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
             "trainable_parameters": sum(p.numel() for p in params)}
 
 
-def variant_label(dataset: str, arch: str, seed: int, variant: dict | None = None) -> str:
-    """The run label: ``dataset-arch-s<seed>``, or ``dataset-<classifier>-d<feature_dim>-s<seed>``
-    for a variant of an experiment with ``variants`` (chapter 3)."""
+def variant_label(dataset: str, arch: str, seed: int, variant: dict | None = None,
+                  lr: float | None = None) -> str:
+    """The run label: ``dataset-arch-s<seed>`` (``dataset-arch-lr<lr>-s<seed>`` for a run of a
+    learning-rate sweep), or ``dataset-<classifier>-d<feature_dim>-s<seed>`` for a variant of an
+    experiment with ``variants`` (chapter 3)."""
     if not variant:
-        return f"{dataset}-{arch}-s{seed}"
+        return f"{dataset}-{arch}-" + (f"lr{lr:.4g}-" if lr is not None else "") + f"s{seed}"
     return f"{dataset}-{variant['classifier']}-d{variant.get('feature_dim') or 'default'}-s{seed}"
 
 
+def _sweep_lrs(exp: dict, dataset: str, arch: str):
+    """The learning rates the preset sweeps for ``(dataset, arch)``, or None (no sweep)."""
+    lrs = (exp.get("lr_sweep") or {}).get(f"{dataset}:{arch}")
+    return None if lrs is None else tuple(lrs)
+
+
+def best_by_test_error(sweep: dict):
+    """The learning rate of a sweep ``{lr: Run}`` with the lowest final test error (ties: the
+    smaller lr), as Papyan et al. chose theirs. Incomplete runs are ignored."""
+    done = {lr: run.info["summary"]["final_test_error"] for lr, run in sweep.items() if run.complete}
+    if not done:
+        raise ValueError("no run of the learning-rate sweep is complete")
+    return min(done, key=lambda lr: (done[lr], lr))
+
+
 def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = False, device=None,
-                   progress: bool | None = None, only: tuple | None = None) -> dict:
+                   progress: bool | None = None, only: tuple | None = None,
+                   lrs: tuple | None = None) -> dict:
     """Load or train every run of an experiment preset; ``{(dataset, arch): Run}``, or
     ``{(dataset, arch, variant_index): Run}`` when the preset lists ``variants`` (overrides of the
     run config, e.g. a fixed-ETF classifier).
 
-    Runs whose results are committed are loaded, never retrained (unless ``force``); an
+    When the preset's ``lr_sweep`` lists learning rates for ``"dataset:arch"``, that pair is trained
+    at each of them and its entry is the run with the lowest final test error (see
+    :func:`lr_sweep`); ``lrs`` restricts which of the sweep's rates are trained by this call (to
+    spread a sweep over processes); the pair's entry is then left out until the whole sweep is
+    complete. Runs whose results are committed are loaded, never retrained (unless ``force``); an
     interrupted run resumes from its checkpoint.
     """
     exp = _config.get_preset(experiment, preset)
     variants = exp.pop("variants", None)
     exp.pop("memory", None)
+    pairs = [(d, a) for d in exp["datasets"] for a in exp["archs"]]
+    if only is not None:
+        unknown = [p for p in only if tuple(p) not in pairs]
+        if unknown:
+            raise ValueError(f"only={unknown!r} names no run of {experiment!r} at {preset!r}; "
+                             f"choose from {[':'.join(p) for p in pairs]}")
     runs = {}
-    for dataset in exp["datasets"]:
-        for arch in exp["archs"]:
-            if only is not None and (dataset, arch) not in only:
-                continue
-            for i, variant in enumerate(variants or [None]):
-                cfg = run_config(exp, dataset, arch, seed, **(variant or {}))
-                run = load_or_run(
-                    experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
-                    label=variant_label(dataset, arch, seed, variant), force=force, device=device)
-                runs[(dataset, arch) if variants is None else (dataset, arch, i)] = run
+    for dataset, arch in pairs:
+        if only is not None and (dataset, arch) not in [tuple(p) for p in only]:
+            continue
+        if _sweep_lrs(exp, dataset, arch) is not None:
+            sweep = lr_sweep(experiment, preset, dataset, arch, seed=seed, force=force, device=device,
+                             progress=progress, lrs=lrs)
+            if all(run.complete for run in sweep.values()) and lrs is None:
+                runs[(dataset, arch)] = sweep[best_by_test_error(sweep)]
+            continue
+        for i, variant in enumerate(variants or [None]):
+            cfg = run_config(exp, dataset, arch, seed, **(variant or {}))
+            run = load_or_run(
+                experiment, preset, cfg, lambda r, c=cfg: train(r, c, device=device, progress=progress),
+                label=variant_label(dataset, arch, seed, variant), force=force, device=device)
+            runs[(dataset, arch) if variants is None else (dataset, arch, i)] = run
     return runs
 
 
-def tpt_summary(history) -> dict:
+def lr_sweep(experiment: str, preset: str, dataset: str, arch: str, seed: int = 0, force: bool = False,
+             device=None, progress: bool | None = None, lrs: tuple | None = None) -> dict:
+    """Load or train the learning-rate sweep of ``(dataset, arch)``: ``{lr: Run}`` in grid order.
+
+    The runs differ from one another only in ``lr``. ``lrs`` (a subset of the sweep's rates)
+    trains only those; the others are returned as they are (possibly incomplete).
+    """
+    exp = _config.get_preset(experiment, preset)
+    exp.pop("variants", None)
+    exp.pop("memory", None)
+    grid = _sweep_lrs(exp, dataset, arch)
+    if grid is None:
+        raise ValueError(f"the {preset!r} preset of {experiment!r} has no lr_sweep for "
+                         f"{dataset}:{arch} (it sweeps {sorted(exp.get('lr_sweep') or {})})")
+    if lrs is not None:
+        missing = [lr for lr in lrs if not any(math.isclose(lr, g, rel_tol=1e-3) for g in grid)]
+        if missing:
+            raise ValueError(f"lrs={missing!r} are not in the sweep {list(grid)} of {dataset}:{arch}")
+    out = {}
+    for lr in grid:
+        cfg = run_config(exp, dataset, arch, seed, lr=lr)
+        label = variant_label(dataset, arch, seed, lr=lr)
+        chosen = lrs is None or any(math.isclose(lr, x, rel_tol=1e-3) for x in lrs)
+        if chosen:
+            out[lr] = load_or_run(experiment, preset, cfg,
+                                  lambda r, c=cfg: train(r, c, device=device, progress=progress),
+                                  label=label, force=force, device=device)
+        else:
+            from .store import Run as _Run
+
+            out[lr] = _Run(experiment, preset, cfg, label)
+    return out
+
+
+# The NC quantities whose fold change within the terminal phase chapter 1 reports.
+NC_FOLD_KEYS = ("nc1", "equinorm_means", "equinorm_classifiers", "equiangular_means",
+                "equiangular_classifiers", "maxangle_means", "maxangle_classifiers", "self_duality")
+
+
+def tpt_summary(history, steps_per_epoch: int | None = None) -> dict:
     """Terminal-phase figures of one run's history (a DataFrame with the HISTORY_COLUMNS).
 
-    TPT onset is the first epoch with zero training error. NC1 "at onset" is the snapshot taken
-    that epoch (the loop always snapshots it).
+    ``tpt_epoch`` is the onset as Papyan et al. define it: the first epoch with zero training error
+    (the loop always takes a snapshot then). ``tpt_stable_epoch`` is the first epoch from which the
+    training error *stays* zero to the end (None if the last epoch errs), and ``tpt_start`` the
+    first snapshot at or after it: every "within TPT" figure (``nc1_drop`` and ``fold_<key>``, the
+    value at ``tpt_start`` over the value at the end) is measured from there, in a phase where the
+    training error is zero throughout. ``steps_high_lr_in_tpt`` counts the SGD steps taken at the
+    initial learning rate from ``tpt_stable_epoch`` on (needs ``steps_per_epoch``).
     """
-    zero = history[history["train_error"] == 0.0]
-    snaps = history.dropna(subset=["nc1"])
+    import numpy as np
+
+    epochs = history["epoch"].to_numpy()
+    zero = history["train_error"].to_numpy() == 0.0
+    snaps = history.dropna(subset=["nc1"]).set_index("epoch")
     last = history.iloc[-1]
-    out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "nc1_first": float(snaps["nc1"].iloc[0]),
-           "nc1_at_tpt": float("nan"),
-           "nc1_end": float(snaps["nc1"].iloc[-1]), "ncc_mismatch_end": float(snaps["ncc_mismatch"].iloc[-1]),
-           "test_acc_at_tpt": float("nan"), "test_acc_end": 1.0 - float(last["test_error"]),
-           "train_error_end": float(last["train_error"])}
-    if len(zero):
-        onset = zero.iloc[0]
-        out.update(tpt_epoch=int(onset["epoch"]), nc1_at_tpt=float(onset["nc1"]),
-                   test_acc_at_tpt=1.0 - float(onset["test_error"]))
-    out["nc1_drop"] = out["nc1_at_tpt"] / out["nc1_end"]
+    out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "tpt_stable_epoch": None, "tpt_start": None,
+           "nc1_first": float(snaps["nc1"].iloc[0]), "nc1_at_tpt": math.nan, "nc1_at_start": math.nan,
+           "nc1_end": float(snaps["nc1"].iloc[-1]),
+           "ncc_mismatch_end": float(snaps["ncc_mismatch"].iloc[-1]),
+           "test_acc_at_tpt": math.nan, "test_acc_at_start": math.nan,
+           "test_acc_end": 1.0 - float(snaps["test_error"].iloc[-1]),
+           "train_error_end": float(last["train_error"]), "steps_high_lr_in_tpt": None,
+           **{f"fold_{k}": math.nan for k in NC_FOLD_KEYS}}
+    if zero.any():
+        onset = int(epochs[np.argmax(zero)])
+        out.update(tpt_epoch=onset, nc1_at_tpt=float(snaps.loc[onset, "nc1"]),
+                   test_acc_at_tpt=1.0 - float(snaps.loc[onset, "test_error"]))
+    if zero[-1]:
+        nonzero = np.flatnonzero(~zero)
+        stable = int(epochs[nonzero[-1] + 1]) if len(nonzero) else int(epochs[0])
+        start = int(snaps.index[snaps.index >= stable][0])
+        out.update(tpt_stable_epoch=stable, tpt_start=start, nc1_at_start=float(snaps.loc[start, "nc1"]),
+                   test_acc_at_start=1.0 - float(snaps.loc[start, "test_error"]))
+        out.update({f"fold_{k}": float(snaps.loc[start, k] / snaps[k].iloc[-1]) for k in NC_FOLD_KEYS})
+        if steps_per_epoch is not None:
+            lr = history["lr"].to_numpy()
+            high = (epochs >= stable) & np.isclose(lr, lr[0])
+            out["steps_high_lr_in_tpt"] = int(high.sum()) * int(steps_per_epoch)
+    out["nc1_drop"] = out["fold_nc1"]
     return out

@@ -94,3 +94,72 @@ def test_bad_run_configs_are_refused(real_data, tmp_path):
     with pytest.raises(ValueError, match="no settings for arch"):
         train.run_config(config.get_preset("terminal_phase", "smoke"), "mnist", "vgg11")
     assert math.isfinite(tiny_config()["lr"])
+
+
+def test_test_set_and_metrics_are_evaluated_only_at_snapshots(real_data, tmp_path):
+    cfg = tiny_config(epochs=5, n_snapshots=2, snapshot_every=2)
+    run = Run("t", "smoke", cfg, root=tmp_path)
+    train.train(run, cfg, progress=False)
+    hist = run.table("history")
+    snaps = train.snapshot_set(cfg)
+    assert snaps == {1, 2, 4, 5}
+    tested = set(hist.dropna(subset=["test_error"])["epoch"])
+    onset = hist.loc[hist["train_error"] == 0, "epoch"]
+    assert tested == snaps | ({int(onset.iloc[0])} if len(onset) else set())
+    assert tested == set(hist.dropna(subset=["nc1"])["epoch"])
+    assert hist["train_error"].notna().all()
+    with pytest.raises(ValueError, match="snapshot_every"):
+        train.train(run, tiny_config(snapshot_every=0), progress=False)
+
+
+def _planted_history(train_error, nc1, lr=None):
+    import pandas as pd
+
+    n = len(train_error)
+    rows = []
+    for e in range(1, n + 1):
+        row = {c: math.nan for c in train.HISTORY_COLUMNS}
+        row.update(epoch=e, lr=(lr or [0.1] * n)[e - 1], train_error=train_error[e - 1])
+        if nc1[e - 1] is not None:
+            row.update({k: nc1[e - 1] for k in train.NC_FOLD_KEYS}, ncc_mismatch=0.0,
+                       test_error=0.1 * e)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_tpt_summary_separates_the_onset_from_the_phase_where_error_stays_zero():
+    # zero at epoch 2, errs again at 3, zero from 4 on; snapshots at 1, 2, 5, 6, 8
+    err = [0.5, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+    nc1 = [8.0, 4.0, None, None, 2.0, 1.0, None, 0.02]
+    lr = [0.1] * 6 + [0.01] * 2
+    s = train.tpt_summary(_planted_history(err, nc1, lr), steps_per_epoch=3)
+    assert s["tpt_epoch"] == 2 and s["tpt_stable_epoch"] == 4 and s["tpt_start"] == 5
+    assert s["nc1_at_tpt"] == 4.0 and s["nc1_at_start"] == 2.0 and s["nc1_end"] == 0.02
+    assert s["nc1_drop"] == pytest.approx(100.0) and s["fold_self_duality"] == pytest.approx(100.0)
+    assert s["steps_high_lr_in_tpt"] == 3 * 3  # epochs 4, 5, 6 at the initial lr
+    assert s["test_acc_at_tpt"] == pytest.approx(0.8) and s["test_acc_end"] == pytest.approx(0.2)
+    # an error at the last epoch: there is an onset but no stable terminal phase
+    s = train.tpt_summary(_planted_history([0.5, 0.0, 0.1], [2.0, 1.0, 0.5]))
+    assert s["tpt_epoch"] == 2 and s["tpt_stable_epoch"] is None and math.isnan(s["nc1_drop"])
+
+
+def test_the_lr_sweep_picks_the_lowest_test_error_and_only_trains_its_own_rates(monkeypatch, tmp_path):
+    monkeypatch.setenv("NCUTILS_RESULTS", str(tmp_path))
+    calls = []
+
+    def fake_train(run, cfg, device=None, progress=None):
+        calls.append(cfg["lr"])
+        return {"final_test_error": abs(cfg["lr"] - 0.05), "epochs_done": cfg["epochs"]}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    part = train.lr_sweep("terminal_phase", "smoke", "fashionmnist", "mlp", lrs=(0.05,))
+    assert calls == [0.05] and part[0.05].complete and not part[0.025].complete
+    runs = train.run_experiment("terminal_phase", "smoke", only=(("fashionmnist", "mlp"),))
+    assert calls == [0.05, 0.025]  # the complete 0.05 run is loaded, not retrained
+    assert runs[("fashionmnist", "mlp")].config["lr"] == 0.05
+    cfgs = [r.config for r in part.values()]
+    assert {k for k in cfgs[0] if cfgs[0][k] != cfgs[1][k]} == {"lr"}
+    with pytest.raises(ValueError, match="not in the sweep"):
+        train.lr_sweep("terminal_phase", "smoke", "fashionmnist", "mlp", lrs=(0.3,))
+    with pytest.raises(ValueError, match="names no run"):
+        train.run_experiment("terminal_phase", "smoke", only=(("cifar", "mlp"),))
