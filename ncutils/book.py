@@ -48,21 +48,21 @@ def _paired_t(diff) -> tuple:
 
 
 def _terminal_phase(runs) -> tuple:
-    n, reached, falling = 0, 0, 0
+    """Chapter 1's criterion (issue 11): the training error reaches zero and stays there, NC1 falls
+    at least 10x within that phase, and the NCC mismatch ends below 1%."""
+    from .train import tpt_summary
+
+    n, stable, collapsed = 0, 0, 0
     for run in runs:
-        hist = run.table("history")
         n += 1
-        tpt = run.info["summary"].get("tpt_epoch")
-        nc1 = hist[["epoch", "nc1"]].dropna()
-        if tpt is None or nc1.empty:
+        s = tpt_summary(run.table("history"))
+        if s["tpt_stable_epoch"] is None:
             continue
-        reached += 1
-        at = nc1[nc1.epoch <= tpt]
-        onset = float(at.nc1.iloc[-1]) if len(at) else float(nc1.nc1.iloc[0])
-        falling += float(nc1.nc1.iloc[-1]) < onset
-    word = "holds" if n and reached == falling == n else "partly" if falling else "does not hold"
-    return word, (f"zero training error reached in {reached} of {n} runs; NC1 lower at the end than at "
-                  f"the onset of the terminal phase in {falling} of {n}")
+        stable += 1
+        collapsed += s["nc1_drop"] >= 10 and s["ncc_mismatch_end"] < 0.01
+    word = "holds" if n and stable == collapsed == n else "partly" if collapsed else "does not hold"
+    return word, (f"training error stays zero to the end in {stable} of {n} runs; within that phase NC1 "
+                  f"falls at least 10x and the NCC mismatch ends below 1% in {collapsed} of {n}")
 
 
 def _ufm(runs) -> tuple:
