@@ -246,6 +246,8 @@ plotting.glue("c01_max_ncc", float(tpt_table["NCC mismatch at end"].max()))
 lr0_steps = tpt_table["steps at lr0 in TPT"].dropna()
 plotting.glue("c01_min_lr0_steps", int(lr0_steps.min()) if len(lr0_steps) else 0)
 plotting.glue("c01_max_lr0_steps", int(lr0_steps.max()) if len(lr0_steps) else 0)
+under10 = tpt_table.loc[~(tpt_table["NC1 fold (x)"] >= 10), "run"]
+plotting.glue("c01_under10", ", ".join(under10) or "none")
 plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not reached",
                      formats={"NC1 fold (x)": "{:,.1f}"})
 
@@ -256,6 +258,7 @@ plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not rea
 # factor between {glue:text}`c01_min_drop:,.0f` and {glue:text}`c01_max_drop:,.0f`, after
 # {glue:text}`c01_min_lr0_steps:,` to {glue:text}`c01_max_lr0_steps:,` SGD steps at the initial
 # learning rate inside it, and the final NCC mismatch is at most {glue:text}`c01_max_ncc:.2%`.
+# Runs in which NC1 falls less than 10x within that phase: {glue:text}`c01_under10`.
 #
 # The next table gives, for every NC quantity and run, how many times smaller it is at the last
 # epoch than at the first snapshot of the phase where the training error stays zero, for the
@@ -364,7 +367,10 @@ for e in entries:
     assert snaps["test_error"].notna().all(), "the test set is evaluated at every snapshot"
     if PRESET != "smoke":
         # The claims of the text: every run reaches a terminal phase where the training error stays
-        # zero, NC1 falls at least 10x within it, and the decisions end as the NCC rule's.
+        # zero;
+        # NC1 falls at least 10x within it in the convolutional networks (the text lists every run
+        # under 10x), and the decisions end as the NCC rule's.
         assert s["tpt_stable_epoch"] is not None, f"{e['name']}: training error does not stay zero"
-        assert s["nc1_drop"] >= 10, f"{e['name']}: NC1 falls only {s['nc1_drop']:.1f}x within TPT"
         assert s["ncc_mismatch_end"] < 0.01, f"{e['name']}: NCC mismatch {s['ncc_mismatch_end']}"
+        if e["arch"] != "mlp":
+            assert s["nc1_drop"] >= 10, f"{e['name']}: NC1 falls only {s['nc1_drop']:.1f}x within TPT"
