@@ -256,6 +256,9 @@ def memory_table(variants, arch: str = "resnet18", width: Optional[int] = None, 
         raise ValueError(f"stems must be a non-empty list of 'cifar' and/or 'imagenet', got {stems!r}")
     if arch != "resnet18" and tuple(stems) != ("cifar",):
         raise ValueError(f"stems other than 'cifar' need arch='resnet18', got {stems!r} for {arch!r}")
+    if "imagenet" in stems and min(batch_sizes) < 2:
+        raise ValueError(f"batch_sizes must be >= 2 with the 'imagenet' stem (its last stage runs at 1x1 "
+                         f"pixels, where BatchNorm needs more than one value per channel), got {batch_sizes!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is 'cuda' but no CUDA device is available")

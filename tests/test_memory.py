@@ -253,3 +253,5 @@ def test_memory_table_both_stems_and_the_both_convs_row():
         memory.memory_table(variants, stems="cifar")
     with pytest.raises(ValueError, match="stems"):
         memory.memory_table(variants, stems=("resnet",))
+    with pytest.raises(ValueError, match="batch_sizes"):
+        memory.memory_table(variants, batch_sizes=(1, 8), stems=("cifar", "imagenet"))
