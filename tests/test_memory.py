@@ -255,3 +255,18 @@ def test_memory_table_both_stems_and_the_both_convs_row():
         memory.memory_table(variants, stems=("resnet",))
     with pytest.raises(ValueError, match="batch_sizes"):
         memory.memory_table(variants, batch_sizes=(1, 8), stems=("cifar", "imagenet"))
+
+
+def test_cpu_byte_counts_do_not_depend_on_warmup():
+    """Why the CPU measurement skips the warmup step: every byte column is the same without it."""
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4) % 10
+    cols = ("trainable_params", "param_bytes", "fixed_bytes", "grad_bytes", "optimizer_bytes", "saved_bytes",
+            "total_bytes")
+    got = []
+    for warmup in (0, 1):
+        model = build_variant("resnet18", "etf", feature_dim=10, width=2, stem="imagenet", etf_bias=True)
+        out = measure_training_step(model, (x, y), _sgd(), warmup_steps=warmup)
+        got.append(tuple(out[c] for c in cols))
+    assert got[0] == got[1] and got[0][4] == got[0][1]  # momentum bytes = parameter bytes already
+    assert memory.memory_config("cpu", "cpu")["warmup_steps"] == 0
+    assert memory.memory_config("cpu", "cuda")["warmup_steps"] == 1
