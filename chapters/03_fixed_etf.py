@@ -111,8 +111,8 @@ plotting.provenance_table([*mem_runs.values(), *runs.values()])
 #
 # ResNet18 at its standard width 64, $K = 10$ classes, float32, SGD with momentum. The input is
 # CIFAR-10's 3x32x32, which is also what the authors feed their MNIST runs (grey images repeated
-# to 3 channels and resized to 32 px); the book's own MNIST input, 1x28x28, is measured too.
-# Absolute figures at batch 128 (parameters in millions, bytes in MiB):
+# to 3 channels and resized to 32 px). Absolute figures at batch 128 (parameters in millions,
+# bytes in MiB):
 
 # %% tags=["hide-input"]
 MIB = 2 ** 20
@@ -123,7 +123,6 @@ if "cuda" in mem_runs:
 mem["state_bytes"] = mem[["param_bytes", "grad_bytes", "optimizer_bytes"]].sum(axis=1)
 big = int(mem["batch"].max())
 paper_input = "3x32x32" if "3x32x32" in set(mem["input"]) else mem["input"].iloc[0]
-inputs = list(dict.fromkeys(mem["input"]))
 mem_variants = list(dict.fromkeys(mem["variant"]))
 base_v, ours_v = mem_variants[0], memory.variant_name(exp["variants"][-1])  # learned d=512; etf d=K
 both_v = next((v for v in mem_variants if v.endswith("both convs")), None)
@@ -178,13 +177,6 @@ def savings_table(inp: str) -> pd.DataFrame:
 
 pct = lambda x: f"{100 * x:.3g}%"  # noqa: E731
 savings_table(paper_input).style.format(pct)
-
-# %% [markdown]
-# The same for the book's MNIST input, 1x28x28 (not the authors' input):
-
-# %% tags=["hide-input"]
-other_inputs = [i for i in inputs if i != paper_input]
-(savings_table(other_inputs[0]).style.format(pct) if other_inputs else Markdown("(not measured at this preset)"))
 
 # %% mystnb={"figure": {"caption": "Measured memory of one SGD step of ResNet18 (width 64, batch 128, 3x32x32 input, float32) per network, split into parameters, gradients, momentum buffers, buffers (BatchNorm statistics and the fixed ETF) and the activations saved for the backward pass. Left: the 3x3 stem of the authors' --SOTA runs; right: their default 7x7 stride-2 stem with max-pool.", "name": "fig-03-memory"}} tags=["hide-input"]
 parts = [("param_bytes", "parameters"), ("grad_bytes", "gradients"), ("optimizer_bytes", "momentum"),
@@ -476,7 +468,7 @@ fig
 # |---|---|---|
 # | $d = K$ block | last BasicBlock: conv1 3x3 512->512 + BN, conv2 3x3 512->$K$ + BN($K$), shortcut 1x1 512->$K$ + BN($K$); fc $K \times K$ | the same (`fixdim_block="authors"`, the default); "both convs" (512->$K$->$K$) only as a comparison row |
 # | stem | 7x7 stride 2 + max-pool by default (MNIST, plain CIFAR-10); 3x3 stride 1, no max-pool with `--SOTA` | memory: both stems at width 64; training: the 7x7 stem + max-pool at width {glue:text}`c03_width` |
-# | input | MNIST converted to 3 channels and resized to 32 px; CIFAR-10 3x32x32 | memory: 3x32x32 (and 1x28x28); training: 1x28x28 MNIST and FashionMNIST |
+# | input | MNIST converted to 3 channels and resized to 32 px; CIFAR-10 3x32x32 | memory: 3x32x32; training: 1x28x28 MNIST and FashionMNIST |
 # | fixed ETF | $\sqrt{K/(K-1)}(I - \tfrac1K\mathbf 1\mathbf 1^\top)$, rows of unit norm, in the first $K$ of $d$ coordinates; a frozen parameter | the same matrix (a test compares them), stored as a buffer (the same bytes) |
 # | classifier bias | trainable with the fixed ETF too (`fc_bias=True`; none of their $d = K$ commands passes `--no-bias`), PyTorch's default uniform init | trainable bias with the fixed ETF, initialized at zero; learned classifier: `nn.Linear` with bias |
 # | weight decay | $5\cdot 10^{-4}$ on every trainable parameter (BatchNorm and biases included); `--sep_decay` not used | the same |
