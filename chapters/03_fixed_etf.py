@@ -288,7 +288,8 @@ Markdown("\n".join(lines))
 # initialization, the training subset and the batch order; a variant and the baseline share the
 # seed, so their difference is paired). At the `cpu` preset this is the authors' construction
 # narrowed to width 8 (stage widths 8-64, so the default $d$ is 64), with their default 7x7 stem
-# and max-pool, trained on 100 images per class and tested on the full 10,000-image test sets.
+# and max-pool, trained on 100 images per class and tested on the full test sets (balanced to the
+# rarest class, as everywhere in this book: 8,920 MNIST and 10,000 FashionMNIST images).
 
 # %%
 histories = {key: run.table("history") for key, run in runs.items()}
@@ -358,10 +359,8 @@ for ds in datasets:
         for part in ("mean", "lo", "hi"):
             plotting.glue(f"c03_gap_{ds}_{tag}_{part}", gaps[ds, v][part])
 plotting.glue("c03_n_seeds", len(SEEDS))
-plotting.glue("c03_test_n", int(min(run.info["summary"]["test_samples"] for run in runs.values())))
 plotting.glue("c03_train_minutes", float(res["minutes"].sum()))
 plotting.glue("c03_width", int(exp["per_arch"][ARCH]["width"]))
-plotting.glue("c03_train_acc_min", float(res["train_acc"].min()))
 
 # %% tags=["hide-input"]
 sentences = []
@@ -379,13 +378,24 @@ for ds in datasets:
                              "(one seed, no interval).")
 Markdown(" ".join(sentences))
 
+# %% tags=["hide-input"]
+fit = []
+for ds in datasets:
+    part = res[res["dataset"] == ds]
+    n_zero = int((part["train_acc"] == 1.0).sum())
+    fit.append(f"On {plotting.DATASET_NAMES.get(ds, ds)}, {n_zero} of {len(part)} runs end with zero training "
+               f"error (final training accuracy {part['train_acc'].min():.3f} to {part['train_acc'].max():.3f}; "
+               f"test set: {int(runs[next(k for k in runs if k[0] == ds)].info['summary']['test_samples']):,} "
+               "images).")
+Markdown(" ".join(fit) + " Where the training error does not reach zero, the collapse figures below are not "
+         "those of a terminal phase: 50 epochs with the learning rate cut every 10 are short for this "
+         "narrow network.")
+
 # %% [markdown]
-# Every run fits its training set (final training accuracy at least
-# {glue:text}`c03_train_acc_min:.4f`). "Without sacrificing the generalization performance" is
-# therefore tested here at a small scale only: a width-{glue:text}`c03_width` network on 1,000
-# training images, {glue:text}`c03_n_seeds` seeds, {glue:text}`c03_test_n` test images per
-# dataset; an interval that contains zero means the seeds cannot tell the networks apart, not that
-# they are equal.
+# "Without sacrificing the generalization performance" is therefore tested here at a small scale
+# only: a width-{glue:text}`c03_width` network on 1,000 training images and
+# {glue:text}`c03_n_seeds` seeds. An interval that contains zero means the seeds cannot tell the
+# networks apart, not that they are equal.
 
 # %% mystnb={"figure": {"caption": "Test error at the snapshot epochs (solid, markers; the test set is evaluated only there) and training error every epoch (dashed, clipped at 1e-4 so that zero shows on the log axis), mean over seeds, for the four networks.", "name": "fig-03-accuracy"}} tags=["hide-input"]
 def mean_curve(ds: str, v: str, key: str) -> pd.Series:
@@ -508,6 +518,7 @@ if PRESET != "smoke":
         assert verdict_numbers[f"c03_{stem}_saved"] < 0.2  # activations come from the early stages
     # the whole batch-128 step saves far less with the 3x3 stem than with the 7x7 stem
     assert verdict_numbers["c03_cifar_total"] < verdict_numbers["c03_imagenet_total"]
-    assert all(runs[k].info["summary"]["test_samples"] == 10_000 for k in runs)  # full test sets
+    full_test = {"mnist": 8_920, "fashionmnist": 10_000}  # balanced to the rarest class (892, 1000)
+    assert all(runs[k].info["summary"]["test_samples"] == full_test[k[0]] for k in runs)
     assert len(SEEDS) < 3 or (res.groupby(["dataset", "network"]).size() >= 3).all()
-    assert (res["train_acc"] > 0.99).all(), res[["dataset", "network", "seed", "train_acc"]]
+    assert (res["train_acc"] > 0.95).all(), res[["dataset", "network", "seed", "train_acc"]]
