@@ -55,6 +55,33 @@ _SEG_VARIANTS = ({"name": "baseline", "cr_weight": 0.0}, {"name": "cr", "cr_weig
 # Chapter 2's grid of K sqrt(n lambda_W lambda_H) (the UFM minimizer is 0 above 1), cpu and paper.
 _UFM_KC_GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95, 1.1, 1.5, 2.0)
 
+# Chapter 5's Layer-Peeled Model (Fang et al. 2021, the authors' optimization.py): K = 10 classes,
+# K_A = 5 majority, E_H = 5, E_W = 1, R = 10^(0.1 i) for i = 0..40; the first-order solver is
+# checked against the convex relaxation at check_ratios; the onset of collapse is bisected in
+# threshold_bracket.
+_LPM = dict(K=10, K_A=5, E_H=5.0, E_W=1.0, ratios=tuple(10 ** (0.1 * i) for i in range(41)),
+            check_ratios=(1.0, 10.0, 100.0, 1000.0), fo_restarts=3, fo_max_iter=100_000,
+            threshold_bracket=(10.0, 10 ** 1.1), threshold_rel_tol=1e-4)
+# Chapter 5's networks: 5 majority classes (0-4) of n_major images and 5 minority classes (5-9) of
+# n_major // R, trained with the Papyan protocol; `remedies` at R = remedy_ratio: oversampling the
+# minority classes by each factor (Fang et al.'s Figure 6) and the fixed simplex-ETF classifier.
+# Per-arch `steps`: SGD steps per run (epochs = steps / steps per epoch, so every R gets the same
+# number of steps), or `epochs` as published.
+_MINORITY_NET = dict(_PAPYAN, K_A=5, n_snapshots=30)
+# Chapter 6's arms (Harun et al. 2025): the entropy regularizer (weight alpha) on the encoder output
+# and the fixed simplex-ETF projector, each alone and together; the plain network first.
+_OOD_ARMS = ({"name": "plain", "alpha": 0.0, "projector": False},
+             {"name": "entropy", "alpha": 0.05, "projector": False},
+             {"name": "etf", "alpha": 0.0, "projector": True},
+             {"name": "both", "alpha": 0.05, "projector": True})
+# Their protocol (vgg/pretrain_vgg_nc.sh): AdamW lr 0.006, weight decay 0.05, label smoothing 0.1,
+# 5 warm-up epochs then cosine, projector d -> 4d -> d. ID: 5 FashionMNIST classes (T-shirt, trouser,
+# pullover, dress, coat); near OOD: the other 5; far OOD: MNIST. Probes: scikit-learn logistic
+# regression (C = 1) on standardized frozen features.
+_HARUN = dict(id_dataset="fashionmnist", id_classes=(0, 1, 2, 3, 4), far_dataset="mnist", lr=6e-3,
+              weight_decay=0.05, label_smoothing=0.1, hidden_mult=4, warmup_epochs=5, probe_C=1.0,
+              probe_max_iter=1000, arms=_OOD_ARMS)
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Chapter 1: NC1-NC4 in the terminal phase of training.
     "terminal_phase": {
@@ -168,6 +195,105 @@ PRESETS: dict[str, dict[str, dict]] = {
                       seeds=(0, 1, 2), variants=_SEG_VARIANTS,
                       lambda_sweep=dict(cr_weights=(0.2, 0.8), seeds=(0, 1, 2))),
     },
+    # Chapter 6: collapse per layer vs OOD detection and transfer (Harun, Gallardo & Kanan 2025).
+    "nc_ood": {
+        "smoke": dict(_HARUN, arch="vgg11", width=2, n_per_class=16, test_per_class=10,
+                      probe_train_per_class=10, probe_test_per_class=10, epochs=2, warmup_epochs=1,
+                      batch_size=32, seeds=(0,)),
+        # VGG11-BN narrowed to width 8 (d = 64, projector 64 -> 256 -> 64), 1,500 training images per
+        # ID class (15 steps of 512 an epoch), the authors' 100 epochs (1,500 AdamW steps), 5 seeds per
+        # arm. Measured: 0.33 CPU-seconds a step, about 9.5 minutes a run with its analysis, so the 20
+        # runs take about 95 minutes on 2 processes. Probes: 200 images per class to train and to test.
+        "cpu": dict(_HARUN, arch="vgg11", width=8, n_per_class=1500, test_per_class=None,
+                    probe_train_per_class=200, probe_test_per_class=200, epochs=100, batch_size=512,
+                    seeds=(0, 1, 2, 3, 4)),
+        # For a GPU: VGG11-BN at full width (d = 512, projector 512 -> 2048 -> 512 as the authors'),
+        # all 30,000 ID training images, the authors' 100 epochs at batch 512, 3 seeds.
+        "paper": dict(_HARUN, arch="vgg11", width=64, n_per_class=None, test_per_class=None,
+                      probe_train_per_class=1000, probe_test_per_class=None, epochs=100, batch_size=512,
+                      seeds=(0, 1, 2)),
+    },
+}
+
+
+PRESETS["minority_collapse"] = {
+    "smoke": dict(model=dict(_LPM, ratios=(1.0, 10.0, 100.0), check_ratios=(1.0, 100.0), fo_restarts=1,
+                             fo_max_iter=20_000, threshold_rel_tol=1e-2),
+                  networks=dict(_MINORITY_NET, runs=(("fashionmnist", "mlp"),), n_major=20, ratios=(1, 10),
+                                remedy_ratio=10, oversample=(10,), etf_remedy=True,
+                                remedies_for=(("fashionmnist", "mlp"),), test_per_class=20, n_snapshots=3,
+                                per_arch={"mlp": dict(lr=0.05, width=32, steps=24)})),
+    # 1,000 images per majority class (R = 1000 leaves one image per minority class). The MLP
+    # (3 x 512) on both datasets with 90,000 SGD steps a run (30,000 at the initial lr, about
+    # 1 / (lr wd)), with both remedies at R = 1000 (oversampling by 1000 = R: each epoch sees the
+    # minority classes as often as the majority ones); VGG11 (width 16, d = 128) on FashionMNIST
+    # with 9,000 steps a run. About 14,000 single-thread CPU seconds in all
+    # (minority.cost_estimate("cpu")): about 2 hours on two processes.
+    "cpu": dict(model=dict(_LPM),
+                networks=dict(_MINORITY_NET, runs=(("mnist", "mlp"), ("fashionmnist", "mlp"),
+                                                   ("fashionmnist", "vgg11")),
+                              n_major=1000, ratios=(1, 10, 100, 1000), remedy_ratio=1000,
+                              oversample=(1000,), etf_remedy=True,
+                              remedies_for=(("mnist", "mlp"), ("fashionmnist", "mlp")), test_per_class=None,
+                              per_arch={"mlp": dict(lr=paper_lr_grid()[20], width=512, steps=90_000),
+                                        "vgg11": dict(lr=paper_lr_grid()[20], width=16, steps=9_000)})),
+    # The authors' train_models.py: 6,000 images per majority class (MNIST: 5,000, its smallest
+    # class has 5,421), 350 epochs, lr 0.1, VGG11 and ResNet18 at full width; oversampling by 10,
+    # 100 and 1,000 at R = 1000 (train_models_oversampling.py), and the fixed ETF.
+    "paper": dict(model=dict(_LPM),
+                  networks=dict(_MINORITY_NET, runs=tuple((d, a) for d in ("fashionmnist", "mnist")
+                                                          for a in ("vgg11", "resnet18")),
+                                n_major={"fashionmnist": 6000, "mnist": 5000}, ratios=(1, 10, 100, 1000),
+                                remedy_ratio=1000, oversample=(10, 100, 1000), etf_remedy=True,
+                                remedies_for=tuple((d, a) for d in ("fashionmnist", "mnist")
+                                                   for a in ("vgg11", "resnet18")),
+                                test_per_class=None, n_snapshots=40,
+                                per_arch={a: dict(lr=0.1, width=64, epochs=350) for a in ("vgg11", "resnet18")})),
+}
+
+
+# Chapter 4's second study (issue 13): the authors' center-collapse head and the controls that
+# isolate it, trained identically (same initial weights of the shared U-Net, same batches, same
+# steps). Settings not listed in a variant are camvid_cr's at the same preset, so the baseline and
+# the simplified branch (stored as "cr", lambda 0.4) are the committed camvid_cr runs at their seeds;
+# ncutils.ceco.run_ceco stores every run under the camvid_cr experiment. Variants:
+#   baseline   pixel cross entropy alone;
+#   ceco       + the authors' UPerHead_ceco branch (frozen 1x1 conv without bias + BatchNorm to 128
+#              channels, centers over the whole batch, frozen Linear(128, 512) + ReLU, L2 norm,
+#              dropout 0.1, frozen simplex ETF in 512 dimensions with zero bias, scale 5, logit
+#              adjustment by the log of the share of training frames containing each class), weight
+#              0.8 (their Swin-T config);
+#   cecol      their UPerHead_cecol ablation with their cecol config: the same branch with a random
+#              frozen classifier (nn.Linear default init, bias included), no normalization, scale 1,
+#              label smoothing 0.5, weight 1.0;
+#   wce        a re-balancing control: class-weighted pixel cross entropy, median-frequency weights
+#              (Eigen & Fergus 2015, as SegNet used on CamVid) from the training split;
+#   cr_simple  the book's first, simplified branch (frozen random 1x1 conv with bias to 32 channels, ETF in 32
+#              dimensions, no prior), lambda 0.4.
+_CECO_HEAD = dict(cr_head="ceco", ceco_dim=128, ceco_gain_dim=512, ceco_dropout=0.1, ceco_smooth=1.0,
+                  ceco_prior="image_label")
+
+
+def _ceco_variants(main_seeds, control_seeds):
+    return ({"name": "baseline", "cr_weight": 0.0, "seeds": main_seeds},
+            {"name": "ceco", "cr_weight": 0.8, **_CECO_HEAD, "seeds": main_seeds},
+            {"name": "cecol", "cr_weight": 1.0, **_CECO_HEAD, "cr_head": "cecol", "cr_scale": 1.0,
+             "cr_normalize": False, "ceco_smooth": 0.5, "seeds": control_seeds},
+            {"name": "wce", "cr_weight": 0.0, "class_weighting": "median_frequency", "seeds": control_seeds},
+            {"name": "cr_simple", "label": "cr", "cr_weight": 0.4, "seeds": control_seeds})
+
+
+def _ceco_study(preset: str, main_seeds, control_seeds) -> dict:
+    base = {k: v for k, v in PRESETS["camvid_cr"][preset].items()
+            if k not in ("variants", "seeds", "lambda_sweep")}
+    return dict(base, variants=_ceco_variants(main_seeds, control_seeds))
+
+
+PRESETS["camvid_ceco"] = {
+    "smoke": _ceco_study("smoke", (0, 1), (0, 1)),
+    # 5 seeds of the baseline and of the authors' head, 3 of each control (60 epochs each).
+    "cpu": _ceco_study("cpu", (0, 1, 2, 3, 4), (0, 1, 2)),
+    "paper": _ceco_study("paper", (0, 1, 2, 3, 4), (0, 1, 2)),
 }
 
 

@@ -60,11 +60,13 @@ DATASET_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "camvid": "Ca
 
 
 def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: bool = True,
-                  tpt: dict | None = None, styles=("-", "--")):
+                  tpt: dict | None = None, styles=("-", "--"), shade: dict | None = None):
     """One panel per dataset, one colour per architecture, one line style per metric key.
 
     ``histories`` maps ``(dataset, arch)`` to a history DataFrame; rows where a key is NaN (epochs
-    without a snapshot) are skipped; ``tpt`` maps ``(dataset, arch)`` to the TPT onset epoch.
+    without a snapshot) are skipped; ``tpt`` maps ``(dataset, arch)`` to the TPT onset epoch;
+    ``shade`` maps ``(dataset, arch)`` to the first epoch from which the training error stays zero,
+    drawn as a shaded span from there to the last epoch.
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     datasets = list(dict.fromkeys(d for d, _ in histories))
@@ -80,6 +82,8 @@ def metric_panels(histories: dict, keys, ylabel: str, logy: bool = True, logx: b
                 ax.plot(part["epoch"], part[key], style, color=color, label=label, marker=".", ms=3)
             if tpt and tpt.get((ds, arch)):
                 ax.axvline(tpt[(ds, arch)], color=color, ls=":", lw=1)
+            if shade and shade.get((ds, arch)):
+                ax.axvspan(shade[(ds, arch)], hist["epoch"].iloc[-1], color=color, alpha=0.07, lw=0)
         ax.set(title=DATASET_NAMES.get(dataset, dataset), xlabel="epoch", ylabel=ylabel)
         if logx:
             ax.set_xscale("log")

@@ -33,7 +33,8 @@ from .metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_misma
 from .models import _conv_bn_relu, _init_convs
 
 __all__ = [
-    "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "center_collapse_loss",
+    "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "centers_cross_entropy",
+    "center_collapse_loss",
     "ConfusionMatrix", "iou_per_class", "SegUNet", "subsample_pixels", "seg_collapse_metrics",
     "class_geometry", "evaluate_segmentation", "SEG_HISTORY_COLUMNS", "build_seg_model", "augment_batch",
     "train_segmentation", "run_segmentation", "seg_variant_label",
@@ -130,31 +131,58 @@ def class_centers(features, labels, num_classes: int, ignore_index: int = IGNORE
     return sums[ids] / counts[ids].to(h.dtype)[:, None], ids
 
 
+def centers_cross_entropy(centers, ids, weight, bias=None, scale: float = 1.0, normalize: bool = False,
+                          log_prior=None, smooth: float = 1.0) -> torch.Tensor:
+    """The cross entropy of class centers against a fixed classifier, averaged over the centers:
+    ``-(1/P) sum_k sum_j t_kj log softmax(scale * (W z_k + b) + p)_j`` with z_k L2-normalized
+    first when ``normalize``, ``p`` the ``log_prior`` (None: 0) and t the one-hot targets ``ids``
+    smoothed by ``smooth`` (1: none; t = smooth on the class, (1 - smooth)/(K - 1) elsewhere, as
+    in the authors' code). W (K x C) and b get no gradient."""
+    w = weight.detach().to(centers)
+    if normalize:
+        centers = F.normalize(centers, dim=1)
+    logits = scale * centers @ w.T  # (the expression of the first CR runs, bitwise)
+    if bias is not None:
+        logits = logits + scale * bias.detach().to(centers)
+    if log_prior is not None:
+        logits = logits + log_prior.to(logits)
+    if smooth == 1.0:
+        return F.cross_entropy(logits, ids)
+    k = w.shape[0]
+    target = F.one_hot(ids, k).to(logits)
+    target = smooth * target + (1.0 - smooth) / (k - 1) * (1.0 - target)
+    return -(target * F.log_softmax(logits, dim=1)).sum() / target.sum()
+
+
 def center_collapse_loss(features, labels, etf, ignore_index: int = IGNORE_INDEX,
-                         scale: float = 1.0, normalize: bool = False) -> torch.Tensor:
+                         scale: float = 1.0, normalize: bool = False, log_prior=None) -> torch.Tensor:
     """The center-collapse loss of Zhong et al. (2023).
 
     ``etf``: the fixed K x C classifier W* (a tensor, or a module such as
     :class:`ncutils.etf.ETFClassifier` whose ``.weight`` is K x C). With z_k the centers of the P
     classes present (:func:`class_centers`), returns
 
-        -(1/P) sum_k log softmax(scale * W* z_k)_k,
+        -(1/P) sum_k log softmax(scale * W* z_k + p)_k,
 
     with ``normalize=True`` the centers are L2-normalized first (as in the authors' code; W* is used
-    as given, its rows are unit vectors for an ETF). A batch without labelled pixels gives 0 (still
-    attached to the graph). Differentiable w.r.t. ``features``; W* gets no gradient.
+    as given, its rows are unit vectors for an ETF), and ``p = log_prior`` a length-K tensor added to
+    the logits (the authors' logit adjustment, the log of a class prior; None: no term). A batch
+    without labelled pixels gives 0 (still attached to the graph). Differentiable w.r.t.
+    ``features``; W* gets no gradient.
     """
     features = _check_seg_features(features)
     w = _check_etf(etf, features.shape[1])
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    if log_prior is not None:
+        if not isinstance(log_prior, torch.Tensor) or log_prior.shape != (w.shape[0],) \
+                or not log_prior.is_floating_point() or not torch.isfinite(log_prior).all():
+            got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else type(log_prior).__name__
+            raise ValueError(f"log_prior must be None or a finite float tensor of length K = {w.shape[0]}, got {got}")
     centers, ids = class_centers(features, labels, w.shape[0], ignore_index)
     if len(ids) == 0:
         return features.sum() * 0.0
-    if normalize:
-        centers = F.normalize(centers, dim=1)
-    logits = scale * centers @ w.detach().to(centers).T
-    return F.cross_entropy(logits, ids)
+    return centers_cross_entropy(centers, ids, w, scale=scale, normalize=normalize, log_prior=log_prior)
 
 
 # ----------------------------------------------------------------------------- IoU
@@ -487,6 +515,14 @@ def _check_seg_config(cfg: dict) -> None:
         raise ValueError(f"config['crop'] must be None or (height, width) in pixels, got {crop!r}")
     if cfg["cr_weight"] > 0 and cfg["cr_dim"] is None:
         raise ValueError("config['cr_weight'] > 0 needs config['cr_dim'] (the CR projection's width)")
+    # Optional keys (absent in the first chapter-4 runs, whose configs must keep their hashes):
+    # cr_head "simple" (the 1x1 projection + ETF of SegUNet) or the authors' "ceco" / "cecol" head
+    # (ncutils.ceco), and class_weighting of the pixel cross entropy (None or "median_frequency").
+    if cfg.get("cr_head", "simple") not in ("simple", "ceco", "cecol"):
+        raise ValueError(f"config['cr_head'] must be 'simple', 'ceco' or 'cecol', got {cfg['cr_head']!r}")
+    if cfg.get("class_weighting") not in (None, "median_frequency"):
+        raise ValueError(f"config['class_weighting'] must be None or 'median_frequency', "
+                         f"got {cfg['class_weighting']!r}")
     for key in ("n_train", "n_eval"):
         if cfg[key] is not None:
             _check_int(f"config[{key!r}]", cfg[key], 1)
@@ -494,13 +530,21 @@ def _check_seg_config(cfg: dict) -> None:
 
 def build_seg_model(cfg: dict, num_classes: int = 11) -> SegUNet:
     """The :class:`SegUNet` of a segmentation config (seeded by ``cfg['seed']``); the CR branch
-    exists only when ``cfg['cr_weight'] > 0``. The CR branch is created after the rest, so runs
-    with and without it start from the same network weights."""
+    exists only when ``cfg['cr_weight'] > 0``: SegUNet's own (``cr_head`` "simple", the default) or
+    the authors' head (``cr_head`` "ceco" / "cecol": :class:`ncutils.ceco.CecoHead` as the
+    submodule ``model.ceco``). Either branch is created after the rest, so runs with and without it
+    start from the same network weights."""
     torch.manual_seed(cfg["seed"])
     use_cr = cfg["cr_weight"] > 0
-    return SegUNet(num_classes, widths=tuple(cfg["widths"]), feature_dim=cfg["feature_dim"],
-                   cr_dim=cfg["cr_dim"] if use_cr else None, cr_seed=cfg["seed"],
-                   cr_frozen=bool(cfg["cr_frozen"]))
+    head = cfg.get("cr_head", "simple")
+    model = SegUNet(num_classes, widths=tuple(cfg["widths"]), feature_dim=cfg["feature_dim"],
+                    cr_dim=cfg["cr_dim"] if use_cr and head == "simple" else None, cr_seed=cfg["seed"],
+                    cr_frozen=bool(cfg["cr_frozen"]))
+    if use_cr and head != "simple":
+        from .ceco import build_ceco_head
+
+        model.ceco = build_ceco_head(cfg, cfg["feature_dim"], num_classes)
+    return model
 
 
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, crop, flip: bool,
@@ -592,10 +636,16 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
 
         bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "segment", unit="ep")
     use_cr, done_here = cfg["cr_weight"] > 0, 0
+    ceco_head = getattr(model, "ceco", None)
+    from .ceco import class_weights, dropout_generator
+
+    ce_weight = class_weights(cfg, k)
+    ce_weight = None if ce_weight is None else ce_weight.to(device)
     for epoch in range(start_epoch, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
+        drop_gen = dropout_generator(cfg["seed"], epoch)
         step = (epoch - 1) * len(batches)
         lr0, ce_sum, cr_sum, nb = _poly_lr(cfg, step, total_steps), 0.0, 0.0, 0
         for xb, yb in batches.epoch(epoch):
@@ -604,9 +654,16 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
             for group in opt.param_groups:
                 group["lr"] = _poly_lr(cfg, step, total_steps)
             logits, h = model.logits_and_features(x)
-            ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            if ce_weight is None:
+                ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            else:
+                ce = F.cross_entropy(logits, y, weight=ce_weight, ignore_index=IGNORE_INDEX)
             loss = ce
-            if use_cr:
+            if use_cr and ceco_head is not None:
+                cr = ceco_head.loss(h, y, generator=drop_gen)
+                loss = ce + cfg["cr_weight"] * cr
+                cr_sum += float(cr.detach())
+            elif use_cr:
                 cr = model.cr_loss(h, y, scale=float(cfg["cr_scale"]), normalize=bool(cfg["cr_normalize"]))
                 loss = ce + cfg["cr_weight"] * cr
                 cr_sum += float(cr.detach())
@@ -642,7 +699,7 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
     test = evaluate_segmentation(model, xte, yte, device=device, ncc=True)
     train_eval = evaluate_segmentation(model, xtr, ytr, device=device, ncc=True)
     results = [("train", "features", train_eval), ("test", "features", test)]
-    if use_cr:
+    if use_cr and model.cr_head is not None:
         results += [(split, "cr", evaluate_segmentation(model, xs, ys, device=device, branch="cr", ncc=True))
                     for split, xs, ys in (("train", xtr, ytr), ("test", xte, yte))]
     counts = torch.bincount(ytr[ytr != IGNORE_INDEX].long(), minlength=k)

@@ -30,7 +30,7 @@ from .store import Run, atomic_write, load_or_run
 
 __all__ = ["CheckpointError", "TensorBatches", "run_config", "train", "run_experiment",
            "save_checkpoint", "load_checkpoint", "resume_checkpoint", "HISTORY_COLUMNS", "tpt_summary",
-           "variant_label", "snapshot_set", "lr_sweep", "best_by_test_error", "NC_FOLD_KEYS"]
+           "variant_label", "oversample", "snapshot_set", "lr_sweep", "best_by_test_error", "NC_FOLD_KEYS"]
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_error", "test_error", "train_loss", "test_loss",
                    "epoch_seconds") + METRIC_KEYS + EXTRA_KEYS
@@ -113,6 +113,22 @@ def snapshot_set(cfg: dict) -> set:
     if every:
         snaps |= set(range(every, cfg["epochs"] + 1, every))
     return snaps
+
+
+def oversample(x: torch.Tensor, y: torch.Tensor, factors=None):
+    """``(x, y)`` with every sample of class k repeated ``factors[k]`` times (the authors' minority
+    oversampling of Fang et al. 2021: each epoch visits a minority sample ``factors[k]`` times, in a
+    fresh shuffled order); ``factors=None`` returns ``(x, y)`` unchanged."""
+    if factors is None:
+        return x, y
+    k = int(y.max()) + 1
+    if isinstance(factors, (str, bytes)) or not hasattr(factors, "__len__") or len(factors) != k or any(
+            isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in factors):
+        raise ValueError(f"config['oversample'] must be {k} positive integers (one repeat factor per class), "
+                         f"got {factors!r}")
+    reps = torch.tensor(factors, device=y.device)[y]
+    idx = torch.repeat_interleave(torch.arange(len(y), device=y.device), reps)
+    return x[idx], y[idx]
 
 
 def save_checkpoint(path: Path | str, state: dict) -> None:
@@ -239,7 +255,8 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
         sched.load_state_dict(state["scheduler"])
         history, start_epoch, wall = state["history"], state["epoch"] + 1, state["wall_seconds"]
         tpt = next((r["epoch"] for r in history if r["train_error"] == 0.0), None)
-    batches = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=cfg["seed"])
+    xs, ys = oversample(x, y, cfg.get("oversample"))  # the training batches; errors and NC use x, y
+    batches = TensorBatches(xs, ys, batch_size=cfg["batch_size"], seed=cfg["seed"])
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -1,0 +1,228 @@
+"""Chapter 5's networks: imbalanced training runs, their minority-collapse measurements, the cost.
+
+The runs use the book's training loop (:func:`ncutils.train.train`) on step-imbalanced subsets
+(``counts``: K_A majority classes of n_A images, the others n_A // R), with two remedies at one large
+R: oversampling the minority classes (``oversample``, the authors' ``train_models_oversampling.py``)
+and the fixed simplex-ETF classifier (``classifier="etf"``). After training, :func:`train_and_measure`
+reloads the final checkpoint and stores what chapter 5 needs and the loop does not record: the last
+layer (table ``per_class`` and arrays ``last_layer``) and, in the run summary, the minority and
+majority classifier cosines (uncentered, as the authors' ``minority_collapse.py``) and the
+majority / minority test accuracies (pooled over the test images of each group).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import config as _config
+from .lpm import group_cosine
+from .store import Run, load_or_run
+
+__all__ = ["STEP_SECONDS_CPU", "counts_for", "network_configs", "group_metrics", "measure_model",
+           "train_and_measure", "run_model", "run_networks", "cost_estimate"]
+
+# Measured seconds of one SGD step (batch 128, 28 px, 1 thread) on the book's 2-core CPU.
+STEP_SECONDS_CPU = {"mlp": 0.007, "vgg11": 0.066, "resnet18": 0.087}
+_NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_remedy", "remedies_for")
+
+
+def counts_for(n_major: int, ratio: int, K: int = 10, K_A: int = 5) -> list[int]:
+    """Per-class image counts: ``n_major`` for classes 0..K_A-1, ``n_major // ratio`` for the rest."""
+    for name, v, low in (("n_major", n_major, 1), ("ratio", ratio, 1), ("K", K, 2), ("K_A", K_A, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    if K_A > K:
+        raise ValueError(f"K_A must be <= K={K}, got {K_A}")
+    if n_major // ratio < 1:
+        raise ValueError(f"n_major={n_major} // ratio={ratio} leaves no image for a minority class")
+    return [n_major] * K_A + [n_major // ratio] * (K - K_A)
+
+
+def network_configs(preset: str, seed: int = 0) -> dict:
+    """``{(dataset, arch, variant): (label, run config)}`` for every network run of the preset.
+
+    ``variant`` is ``"R<r>"`` for the sweep over R, ``"R<r>-os<f>"`` for minority oversampling by f
+    and ``"R<r>-etf"`` for the fixed-ETF classifier at ``remedy_ratio``. Runs given ``steps`` get
+    ``epochs = round(steps / steps per epoch)`` (at least 3) so every R trains the same number of
+    SGD steps; the test set and the collapse metrics are evaluated at about 20 evenly spaced
+    epochs besides the log-spaced snapshots.
+    """
+    from .train import run_config
+
+    net = _config.get_preset("minority_collapse", preset)["networks"]
+    base = {k: v for k, v in net.items() if k not in _NET_KEYS}
+    K_A = net["K_A"]
+    out = {}
+    for dataset, arch in net["runs"]:
+        n_major = net["n_major"][dataset] if isinstance(net["n_major"], dict) else net["n_major"]
+        variants = [(f"R{r}", r, {}) for r in net["ratios"]]
+        if tuple((dataset, arch)) in [tuple(p) for p in net["remedies_for"]]:
+            r = net["remedy_ratio"]
+            variants += [(f"R{r}-os{f}", r, {"oversample": [1] * K_A + [f] * (10 - K_A)})
+                         for f in net["oversample"]]
+            if net["etf_remedy"]:
+                variants.append((f"R{r}-etf", r, {"classifier": "etf"}))
+        for name, r, extra in variants:
+            counts = counts_for(n_major, r, 10, K_A)
+            per = dict(base["per_arch"][arch])
+            steps = per.pop("steps", None)
+            probe = dict(base, per_arch={arch: per})
+            cfg = run_config(probe, dataset, arch, seed, counts=counts, n_per_class=None, **extra)
+            if steps is not None:
+                factors = extra.get("oversample") or [1] * 10
+                n_eff = sum(c * f for c, f in zip(counts, factors))
+                cfg["epochs"] = max(3, round(steps / math.ceil(n_eff / cfg["batch_size"])))
+                cfg["steps"] = steps
+            cfg["snapshot_every"] = max(1, cfg["epochs"] // 20)
+            out[(dataset, arch, name)] = (f"{dataset}-{arch}-{name}-s{seed}", cfg)
+    return out
+
+
+def group_metrics(weight, class_means, global_mean, per_class_correct, per_class_total, K_A: int) -> dict:
+    """Minority-collapse measurements of one trained network.
+
+    ``weight`` (K x d): the classifier; ``class_means`` (K x d) and ``global_mean`` (d): training
+    features, the global mean over all training samples (as the authors center them);
+    ``per_class_correct`` / ``per_class_total``: test-set counts per class. Returns the mean pairwise
+    cosine of the minority (rows K_A..K-1) and majority classifiers (uncentered), the same for the
+    centered class means, the mean squared classifier norm (the model's E_W) and majority / minority
+    test accuracy (correct over total within each group).
+    """
+    W = np.asarray(weight, dtype=np.float64)
+    M = np.asarray(class_means, dtype=np.float64) - np.asarray(global_mean, dtype=np.float64)
+    correct = np.asarray(per_class_correct, dtype=np.float64)
+    total = np.asarray(per_class_total, dtype=np.float64)
+    K = W.shape[0]
+    if W.ndim != 2 or M.shape != W.shape or correct.shape != (K,) or total.shape != (K,):
+        raise ValueError(f"weight and class_means must be K x d, per-class counts length K; got "
+                         f"{W.shape}, {M.shape}, {correct.shape}, {total.shape}")
+    if not (isinstance(K_A, int) and 2 <= K_A <= K - 2):
+        raise ValueError(f"K_A must be an integer with 2 <= K_A <= K - 2 = {K - 2}, got {K_A!r}")
+    if np.any(total <= 0) or np.any(correct < 0) or np.any(correct > total):
+        raise ValueError("per_class_total must be > 0 and 0 <= per_class_correct <= per_class_total")
+    maj, mino = range(K_A), range(K_A, K)
+    return {"minority_cosine": group_cosine(W, mino), "majority_cosine": group_cosine(W, maj),
+            "minority_mean_cosine": group_cosine(M, mino), "majority_mean_cosine": group_cosine(M, maj),
+            "E_W": float(np.square(W).sum(1).mean()),
+            "test_acc_majority": float(correct[:K_A].sum() / total[:K_A].sum()),
+            "test_acc_minority": float(correct[K_A:].sum() / total[K_A:].sum()),
+            "test_acc": float(correct.sum() / total.sum())}
+
+
+@torch.no_grad()
+def measure_model(model, x, y, xt, yt, K_A: int, batch_size: int = 1024) -> tuple[dict, list, dict]:
+    """Evaluate a trained :class:`ncutils.models.NCModel`: (summary, per-class rows, arrays).
+
+    The training features give the class means, the global mean and the mean squared centered
+    feature norm (the model's E_H, averaged per class as in the constraint); the test set gives the
+    per-class accuracy.
+    """
+    model.eval()
+    K = model.num_classes
+    d = model.feature_dim
+    sums = torch.zeros(K, d, dtype=torch.float64)
+    sq = torch.zeros(K, dtype=torch.float64)
+    feats = []
+    for start in range(0, len(y), batch_size):
+        _, h = model.logits_and_features(x[start:start + batch_size])
+        feats.append(h.double().cpu())
+    H = torch.cat(feats)
+    yc = y.cpu()
+    n = torch.bincount(yc, minlength=K).double()
+    sums.index_add_(0, yc, H)
+    means = sums / n[:, None]
+    mu_g = H.mean(0)
+    sq.index_add_(0, yc, (H - mu_g).square().sum(1))
+    correct = torch.zeros(K, dtype=torch.float64)
+    for start in range(0, len(yt), batch_size):
+        pred = model(xt[start:start + batch_size]).argmax(1).cpu()
+        yb = yt[start:start + batch_size].cpu()
+        correct.index_add_(0, yb, (pred == yb).double())
+    total = torch.bincount(yt.cpu(), minlength=K).double()
+    W = model.classifier.weight.detach().double().cpu()
+    summary = group_metrics(W.numpy(), means.numpy(), mu_g.numpy(), correct.numpy(), total.numpy(), K_A)
+    summary["E_H"] = float((sq / n).mean())
+    rows = [{"class": k, "group": "majority" if k < K_A else "minority", "n_train": int(n[k]),
+             "n_test": int(total[k]), "test_acc": float(correct[k] / total[k]),
+             "w_sq": float(W[k].square().sum()), "h_sq": float(sq[k] / n[k])} for k in range(K)]
+    bias = getattr(model.classifier, "bias", None)
+    arrays = {"weight": W.numpy(), "class_means": means.numpy(), "global_mean": mu_g.numpy(),
+              "bias": (bias.detach().double().cpu().numpy() if bias is not None else np.zeros(K))}
+    return summary, rows, arrays
+
+
+def train_and_measure(run: Run, cfg: dict, device=None, progress: bool | None = None) -> dict:
+    """Train ``cfg`` into ``run`` with :func:`ncutils.train.train`, then measure the final model
+    (:func:`measure_model`) into table ``per_class``, arrays ``last_layer`` and the summary."""
+    from . import train as _train
+
+    summary = _train.train(run, cfg, device=device, progress=progress)
+    if not summary.get("complete"):
+        return summary
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, x, y, xt, yt, _ = _train._prepare(cfg, device)
+    _train.resume_checkpoint(run, device, model)
+    measured, rows, arrays = measure_model(model, x, y, xt, yt, cfg["K_A"])
+    run.save_table("per_class", rows)
+    run.save_arrays("last_layer", **arrays)
+    return {**summary, **measured}
+
+
+def run_model(preset: str, force: bool = False) -> Run:
+    """Load or compute chapter 5's Layer-Peeled Model sweep (:func:`ncutils.lpm.model_experiment`)."""
+    from . import lpm
+
+    cfg = _config.get_preset("minority_collapse", preset)["model"]
+    return load_or_run("minority_collapse", preset, cfg, lambda r: lpm.model_experiment(r, cfg),
+                       label="model", force=force)
+
+
+def run_networks(preset: str, seed: int = 0, force: bool = False, device=None, progress: bool | None = None,
+                 only: tuple | None = None) -> dict:
+    """Load or train every network run of chapter 5 at ``preset``: ``{(dataset, arch, variant): Run}``.
+
+    ``only``: labels' ``(dataset, arch, variant)`` keys (or ``"dataset:arch:variant"`` strings) to
+    run; others are skipped. Committed runs are loaded, never retrained (unless ``force``).
+    """
+    configs = network_configs(preset, seed)
+    if only is not None:
+        keys = [tuple(k.split(":")) if isinstance(k, str) else tuple(k) for k in only]
+        unknown = [k for k in keys if k not in configs]
+        if unknown:
+            raise ValueError(f"only={unknown!r} names no run of minority_collapse at {preset!r}; choose "
+                             f"from {[':'.join(k) for k in configs]}")
+        configs = {k: v for k, v in configs.items() if k in keys}
+    runs = {}
+    for key, (label, cfg) in configs.items():
+        runs[key] = load_or_run("minority_collapse", preset, cfg,
+                                lambda r, c=cfg: train_and_measure(r, c, device=device, progress=progress),
+                                label=label, force=force, device=device)
+    return runs
+
+
+def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: int = 10_000) -> list[dict]:
+    """Estimated single-thread CPU seconds of every network run of ``preset``.
+
+    SGD steps x the measured step cost (``STEP_SECONDS_CPU``), plus evaluation: each epoch one
+    forward pass over the training set (counted as a third of a step per 128 images), each snapshot
+    one more over the training and the test set.
+    """
+    from .train import snapshot_set
+
+    step_seconds = step_seconds or STEP_SECONDS_CPU
+    rows = []
+    for (dataset, arch, variant), (label, cfg) in network_configs(preset).items():
+        factors = cfg.get("oversample") or [1] * 10
+        n = sum(cfg["counts"])
+        n_eff = sum(c * f for c, f in zip(cfg["counts"], factors))
+        spe = math.ceil(n_eff / cfg["batch_size"])
+        steps = spe * cfg["epochs"]
+        eval_steps = cfg["epochs"] * n / cfg["batch_size"] / 3 + \
+            len(snapshot_set(cfg)) * (n + test_images) / cfg["batch_size"] / 3
+        rows.append({"dataset": dataset, "arch": arch, "variant": variant, "train_images": n,
+                     "epochs": cfg["epochs"], "steps": steps,
+                     "seconds": (steps + eval_steps) * step_seconds[arch]})
+    return rows
