@@ -29,12 +29,23 @@ def paper_lr_grid() -> list[float]:
 _PAPYAN = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, batch_size=128,
                lr_milestones=(1 / 3, 2 / 3), lr_gamma=0.1, augment=False)
 
-# Chapter 3's four ResNet18 variants, the baseline (learned classifier, default d) first.
-_ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None}, {"classifier": "etf", "feature_dim": None},
-                 {"classifier": "learned", "feature_dim": 10}, {"classifier": "etf", "feature_dim": 10})
-# Chapter 3's memory measurement: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
-_FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
-                             inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)
+# Chapter 3's four ResNet18 variants, the baseline (learned classifier, default d) first. As in Zhu et
+# al.'s code (tding1/Neural-Collapse), the fixed-ETF classifier keeps a trainable bias.
+_ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None},
+                 {"classifier": "etf", "feature_dim": None, "etf_bias": True},
+                 {"classifier": "learned", "feature_dim": 10},
+                 {"classifier": "etf", "feature_dim": 10, "etf_bias": True})
+# Chapter 3's side-by-side row of the memory table only: d = K with both 3x3 convolutions of the last
+# block shrunk (the book's earlier construction, not the authors').
+_ETF_BOTH_CONVS = {"classifier": "etf", "feature_dim": 10, "etf_bias": True, "fixdim_block": "both"}
+# Chapter 3's memory measurement: the full-width ResNet18 at the paper's batch 128 (and 2, 8, 32; batch
+# 1 is impossible with the 7x7 stem: BatchNorm sees one value per channel at 1x1 pixels), on
+# both stems of the authors' code: "cifar" (3x3, their --SOTA runs) and "imagenet" (their default:
+# 7x7 stride 2 + max-pool), for CIFAR-10's 3x32x32 input (which the authors also feed their MNIST runs;
+# the book's 1x28x28 is left out to halve the CPU time of the measurement).
+_FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(2, 8, 32, 128),
+                             inputs=((3, 32),), stems=("cifar", "imagenet"), num_classes=10,
+                             warmup_steps=1, extra_variants=(_ETF_BOTH_CONVS,))
 
 # Chapter 4's protocol (segmentation): SGD + poly schedule, crops and flips, the CR-loss settings.
 _SEG = dict(lr=0.05, lr_power=0.9, momentum=0.9, weight_decay=5e-4, flip=True, cr_scale=5.0,
@@ -105,25 +116,30 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # Chapter 3: fix the classifier to a simplex ETF and set d = K (Zhu et al. 2021), measured.
     # Four variants of ResNet18: learned vs fixed-ETF classifier x default d (8 x width) vs d = K = 10
-    # (only the last residual block changes); the first variant is the baseline. `memory` is the
-    # one-step memory measurement (python -m ncutils.memory). Training protocol: SGD lr 0.05,
-    # momentum 0.9, wd 5e-4, batch 128, lr x 0.1 every 40 of 200 epochs (cpu: every 10 of 50).
+    # (only the last residual block changes, as in the authors' code: fixdim_block="authors"); the
+    # first variant is the baseline. The stem is the authors' default (7x7 stride 2 + max-pool, which
+    # their MNIST runs use). `seeds`: the seeds the chapter trains every variant with (one run per
+    # seed; not part of a run's config). `memory` is the one-step memory measurement (python -m
+    # ncutils.memory). Training protocol: SGD lr 0.05, momentum 0.9, wd 5e-4, batch 128, lr x 0.1
+    # every 40 of 200 epochs (cpu: every 10 of 50).
     "fixed_etf": {
         "smoke": dict(_PAPYAN, datasets=("mnist",), archs=("resnet18",),
-                      variants=_ETF_VARIANTS,
+                      variants=_ETF_VARIANTS, seeds=(0,), stem="imagenet", fixdim_block="authors",
                       n_per_class=5, test_per_class=5, epochs=2, lr_milestones=(1,), n_snapshots=2,
                       per_arch={"resnet18": dict(lr=0.05, width=2)},
-                      memory=dict(arch="resnet18", width=4, batch_sizes=(4, 16), inputs=((1, 28),),
-                                  num_classes=10, warmup_steps=1)),
+                      memory=dict(arch="resnet18", width=4, batch_sizes=(2, 4), inputs=((1, 28),),
+                                  stems=("cifar", "imagenet"), num_classes=10, warmup_steps=1,
+                                  extra_variants=(_ETF_BOTH_CONVS,))),
         # Training at CPU scale: ResNet18 narrowed to width 8 (d = 64 by default), 100 images per
-        # class, 50 epochs. Memory: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
+        # class, 50 epochs, 3 seeds; the full test sets (10,000 images), evaluated at the snapshot
+        # epochs. Memory: the full-width ResNet18 at the paper's batch 128 and smaller.
         "cpu": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                    variants=_ETF_VARIANTS,
-                    n_per_class=100, test_per_class=100, epochs=50, lr_milestones=(10, 20, 30, 40),
+                    variants=_ETF_VARIANTS, seeds=(0, 1, 2), stem="imagenet", fixdim_block="authors",
+                    n_per_class=100, test_per_class=None, epochs=50, lr_milestones=(10, 20, 30, 40),
                     n_snapshots=15, per_arch={"resnet18": dict(lr=0.05, width=8)},
                     memory=_FULL_RESNET18_MEMORY),
         "paper": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                      variants=_ETF_VARIANTS,
+                      variants=_ETF_VARIANTS, seeds=(0, 1, 2), stem="imagenet", fixdim_block="authors",
                       n_per_class=None, test_per_class=None, epochs=200,
                       lr_milestones=(40, 80, 120, 160), n_snapshots=30,
                       per_arch={"resnet18": dict(lr=0.05, width=64)},

@@ -80,11 +80,13 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
     """The flat config of one training run, picked out of an experiment preset.
 
     A preset's ``per_arch`` dict holds each architecture's own settings (lr, width, data size...).
+    Its ``seeds`` (the seeds a chapter trains with) and ``lr_sweep`` are not part of a run's config.
     """
     per_arch = experiment_cfg.get("per_arch", {})
     if arch not in per_arch:
         raise ValueError(f"the preset has no settings for arch {arch!r} (it has {sorted(per_arch)})")
-    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs", "per_arch", "lr_sweep")}
+    cfg = {k: v for k, v in experiment_cfg.items()
+           if k not in ("datasets", "archs", "per_arch", "lr_sweep", "seeds")}
     cfg.update(per_arch[arch], dataset=dataset, arch=arch, seed=seed, **overrides)
     return cfg
 
@@ -93,7 +95,7 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
 # (``steps`` and ``K_A`` are read by chapter 5's wrapper, ncutils.minority, not by this loop.)
 _OPTIONAL = ("optimizer", "augment", "n_per_class", "test_per_class", "width", "feature_dim",
              "classifier", "etf_bias", "counts", "compile", "amp", "snapshot_every", "oversample", "steps",
-             "K_A")
+             "K_A", "stem", "fixdim_block")  # stem, fixdim_block: checked by models.build_model
 
 
 def milestone_epochs(cfg: dict) -> list[int]:
@@ -292,9 +294,10 @@ def _prepare(cfg: dict, device: torch.device):
     classifier = cfg.get("classifier", "learned")
     if classifier not in ("learned", "etf"):
         raise ValueError(f"config['classifier'] must be 'learned' or 'etf', got {classifier!r}")
+    arch_kw = {key: cfg[key] for key in ("stem", "fixdim_block") if key in cfg}  # resnet18 only
     model = models.build_model(cfg["arch"], num_classes=k, in_channels=x.shape[1], input_size=x.shape[-1],
                                width=cfg.get("width"), feature_dim=cfg.get("feature_dim"),
-                               classifier=classifier, etf_bias=cfg.get("etf_bias", False))
+                               classifier=classifier, etf_bias=cfg.get("etf_bias", False), **arch_kw)
     channels_last = device.type == "cuda" and x.ndim == 4
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
