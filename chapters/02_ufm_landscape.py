@@ -33,11 +33,19 @@
 # $d < K-1$.
 
 # %% tags=["remove-cell"]
+# Colab only: a shallow clone of the book (code and committed results), an editable install,
+# and its chapters/ folder as the working directory, so committed runs are loaded, not retrained.
+import os
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install -q "ncutils @ git+https://github.com/ncbook/neural-collapse-book"
-    pass
+    REPO_URL, BOOK = "https://github.com/ncbook/neural-collapse-book", "/content/neural-collapse-book"
+    if not os.path.isdir(os.path.join(BOOK, ".git")):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", REPO_URL, BOOK], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--editable", BOOK], check=True)
+    sys.path.insert(0, BOOK)  # importable at once, without restarting the runtime
+    os.chdir(os.path.join(BOOK, "chapters"))
 
 # %% tags=["parameters"]
 PRESET = "cpu"
@@ -105,8 +113,13 @@ FORCE_RUN = False
 #
 # **The origin.** At $W=H=0$, $b=0$ every sample predicts $1/K$ for every class, so the gradient
 # vanishes (the classes are balanced). To second order,
-# $f \approx \log K + \tfrac{\lambda_W}{2}\|W\|_F^2 + \tfrac{\lambda_H}{2}\|H\|_F^2
-# - \tfrac1N\langle W,\, Y_c H^\top\rangle + \tfrac12 b^\top\bigl(\tfrac1K(I-\tfrac1K\mathbf 1\mathbf 1^\top) + \lambda_b I\bigr)b$,
+#
+# $$
+# f \approx \log K + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2
+# - \frac1N\langle W,\, Y_c H^\top\rangle
+# + \frac12\, b^\top\Bigl(\frac1K\bigl(I-\tfrac1K\mathbf 1\mathbf 1^\top\bigr) + \lambda_b I\Bigr)b ,
+# $$
+#
 # where $Y_c = Y - \tfrac1K\mathbf 1\mathbf 1^\top$ is the centered one-hot label matrix, whose
 # nonzero singular values all equal $\sqrt n$. The smallest Hessian eigenvalue at the origin is
 # therefore
@@ -127,8 +140,11 @@ import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import MaxNLocator
 
+import pandas as pd
+from IPython.display import Markdown
+
 from ncutils import ufm
-from ncutils.plotting import glue, new_figure, provenance_table
+from ncutils.plotting import figure_legend, glue, new_figure, provenance_table, style_table
 
 cfg = ufm.landscape_config(PRESET, seed=SEED)  # the ufm preset plus the seed (part of the config hash)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,22 +152,18 @@ K, n, d = cfg["K"], cfg["n"], cfg["d"]
 LAMS = (cfg["lambda_W"], cfg["lambda_H"], cfg["lambda_b"])
 F_STAR = ufm.global_min_value(K, n, *LAMS[:2])
 A_STAR, S_STAR = ufm.closed_form_optimum(K, n, *LAMS[:2])
-print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sqrt(n * LAMS[0] * LAMS[1]):.3g}; "
-      f"closed form ||w||^2={A_STAR:.6g}, s={S_STAR:.6g}, f*={F_STAR:.10g}")
+Markdown(f"**Preset `{PRESET}`:** K = {K} classes, n = {n} samples a class, d = {d} features, "
+         f"λ_W = {LAMS[0]:g}, λ_H = {LAMS[1]:g}, λ_b = {LAMS[2]:g} (so K·c = {K * math.sqrt(n * LAMS[0] * LAMS[1]):.3g}). "
+         f"Closed form: ‖w_k‖² = {A_STAR:.6g}, s = {S_STAR:.6g}, f* = {F_STAR:.10g}.")
 
 # %% [markdown]
 # ## The computations
 #
-# One call, `ncutils.ufm.landscape_experiment(run, cfg, device=...)` (through `ufm.run_landscape`,
-# which loads the stored run when there is one), computes everything below
-# and stores it in the run as seven small tables and arrays: collapse along gradient-descent paths
-# (`path`), the solver against the closed form (`sweep`), many random starts (`seeds`), Hessian
-# spectra at critical points (`hessian`), Lanczos on a larger instance (`lanczos`), two slices of
-# the landscape (`slices`) and feature dimensions below $K-1$ (`dims`). The seed offsets every
-# random start and is part of the config, so results for different seeds never share a directory;
-# the device is not, since it changes the speed and at most the last digits, not the experiment.
-# Building the book loads the committed `cpu` results (under `data/results/ufm/`) instead of
-# recomputing them.
+# Seven computations make up this chapter: collapse along gradient-descent paths, the solver
+# against the closed form over a sweep of the weight decay, many random starts, Hessian spectra at
+# critical points, Lanczos on a larger instance, two slices of the landscape and feature dimensions
+# below $K-1$ (`ncutils.ufm.landscape_experiment` runs them all). `SEED` offsets every random start.
+# The table after the next paragraph gives the time each took.
 #
 # **Constructed critical points.** Besides the origin, two families of non-global critical
 # points come from the symmetries of $f$. Swapping two classes together with their samples leaves
@@ -166,9 +178,16 @@ print(f"preset {PRESET!r}: K={K}, n={n}, d={d}, lambdas={LAMS}, K*c={K * math.sq
 # not assumed, to be zero.
 
 # %%
-run = ufm.run_landscape(PRESET, seed=SEED, device=DEVICE, force=FORCE_RUN)
-print(run.info["summary"]["seconds"])
+run = ufm.run_landscape(PRESET, seed=SEED, device=DEVICE, force=FORCE_RUN)  # load or compute
 provenance_table([run])
+
+# %% tags=["hide-input"]
+steps = {"path": "gradient-descent paths", "sweep": "closed-form sweep", "seeds": "random starts",
+         "hessian": "dense Hessians", "lanczos": "Lanczos", "slices": "landscape slices",
+         "dims": "low feature dimensions"}
+seconds = run.info["summary"]["seconds"]
+style_table(pd.DataFrame([{"computation": steps.get(k, k), "seconds": v} for k, v in seconds.items()]),
+            formats={"seconds": "{:.1f}"}, caption=f"Wall time of each computation, {sum(seconds.values()):.0f} s in all.")
 
 # %% [markdown]
 # ## Collapse along the optimization path
@@ -180,20 +199,23 @@ provenance_table([run])
 # $f^\star$. The runs from near zero first sit on a plateau: they leave the saddle along its
 # negative-curvature directions.
 
-# %% mystnb={"figure": {"caption": "Gradient descent on the UFM from random starts (three seeds per start scale): the gap $f - f^\\star$ to the closed-form optimum, NC1 ($\\mathrm{Tr}(\\Sigma_W\\Sigma_B^+)/K$), NC2 (mean $|\\cos + 1/(K-1)|$ over pairs of classifier rows, solid, and of centered class means, dashed) and NC3 (self-duality $\\|W^\\top/\\|W\\|_F - M/\\|M\\|_F\\|_F^2$) against the iteration. Values are floored at $10^{-16}$.", "name": "fig-02-path"}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Gradient descent on the UFM from random starts (three seeds per start norm, one colour per start norm): the gap $f - f^\\star$ to the closed-form optimum, NC1 ($\\mathrm{Tr}(\\Sigma_W\\Sigma_B^+)/K$), NC2 (mean $|\\cos + 1/(K-1)|$ over pairs of classifier rows, solid, and of centered class means, dashed) and NC3 (self-duality $\\|W^\\top/\\|W\\|_F - M/\\|M\\|_F\\|_F^2$) against the iteration. Values are floored at $10^{-16}$.", "name": "fig-02-path"}} tags=["hide-input"]
 path = run.table("path")
-fig, axes = new_figure(4, 1, width=2.6, height=2.4)
+fig, axes = new_figure(2, 2, width=3.5, height=2.5)
 colors = {s: f"C{i}" for i, s in enumerate(sorted(path.init_scale.unique(), reverse=True))}
 panels = (("gap", "$f - f^\\star$"), ("nc1", "NC1"), ("maxangle_classifiers", "NC2 (angles)"),
           ("self_duality", "NC3 (self-duality)"))
-for ax, (key, title) in zip(axes[0], panels):
+for ax, (key, title) in zip(axes.ravel(), panels):
     for (scale, seed), grp in path.groupby(["init_scale", "seed"]):
-        label = f"init norm {scale:g}" if seed == 0 else None
-        ax.loglog(grp.iteration + 1, grp[key].abs().clip(lower=1e-16), color=colors[scale], lw=1, label=label)
+        label = f"start norm {scale:g}" if seed == 0 else None
         if key == "maxangle_classifiers":
-            ax.loglog(grp.iteration + 1, grp.maxangle_means.clip(lower=1e-16), color=colors[scale], lw=1, ls="--")
-    ax.set(title=title, xlabel="iteration + 1")
-axes[0, 0].legend()
+            label = f"start norm {scale:g}, classifier rows" if seed == 0 else None
+        ax.loglog(grp.iteration + 1, grp[key].abs().clip(lower=1e-16), color=colors[scale], lw=1.2, label=label)
+        if key == "maxangle_classifiers":
+            ax.loglog(grp.iteration + 1, grp.maxangle_means.clip(lower=1e-16), color=colors[scale], lw=1.2,
+                      ls="--", label=f"start norm {scale:g}, class means" if seed == 0 else None)
+    ax.set(title=title, xlabel="iteration + 1" if ax in axes[1] else None)
+figure_legend(fig, ax=axes[1, 0], ncol=2)
 fig
 
 # %% [markdown]
@@ -225,7 +247,7 @@ for i, (ratio, grp) in enumerate(sweep.groupby("ratio")):
     axes[0, 1].semilogy(nz.kc, nz.rel_s.clip(lower=1e-16), "x", color=f"C{i}", ms=5)
 axes[0, 0].axvline(1, color="0.5", ls=":")
 axes[0, 0].set(xscale="log", xlabel="$K\\sqrt{n\\lambda_W\\lambda_H}$", ylabel="$\\|w_k\\|^2$")
-axes[0, 0].legend()
+figure_legend(fig, ncol=3)
 axes[0, 1].axhline(1e-6, color="0.5", ls="--")
 axes[0, 1].set(xscale="log", xlabel="$K\\sqrt{n\\lambda_W\\lambda_H}$", ylabel="relative error")
 fig
@@ -259,7 +281,11 @@ for j, method in enumerate(("lbfgs", "gd")):
             x = m + 0.3 * (j - 0.5) + rng.uniform(-0.08, 0.08, len(grp))
             axes[0, 1].semilogy(x, grp[key].abs().clip(lower=1e-30), "o^"[j], color=f"C{i}", ms=3)
 axes[0, 0].set(xticks=[0, 1], xticklabels=["L-BFGS", "GD"], ylabel="$|f - f^\\star|$", ylim=(1e-17, 1))
-axes[0, 0].legend(loc="upper right")
+handles, labels = axes[0, 0].get_legend_handles_labels()
+for marker, name in (("o", "L-BFGS"), ("^", "gradient descent")):
+    handles.append(axes[0, 1].plot([], [], marker, color="0.3", ms=4)[0])
+    labels.append(name)
+figure_legend(fig, handles, labels, ncol=3)
 axes[0, 1].set_xticks(range(len(metrics)), list(metrics.values()))
 axes[0, 1].set(ylabel="value at the end of the run")
 fig
@@ -294,8 +320,10 @@ glue("c02_origin_formula", ufm.origin_min_eig(Kh, nh, *LAMS[:2]))
 glue("c02_global_eig", float(hess.set_index("point").min_eig["global (solver)"]))
 glue("c02_global_exact_eig", float(hess.set_index("point").min_eig["global (closed form)"]))
 glue("c02_rotations", dh * (dh - 1) // 2 - (dh - Kh + 1) * (dh - Kh) // 2)
-hess.style.format({"gap": "{:.3g}", "grad_norm": "{:.1e}", "w_norm_sq": "{:.4g}", "min_eig": "{:.3e}",
-                   "max_eig": "{:.3g}"}).hide(axis="index")
+style_table(hess, formats={"gap": "{:.2e}", "grad_norm": "{:.1e}", "w_norm_sq": "{:.4g}", "min_eig": "{:.3e}",
+                             "max_eig": "{:.3g}"},
+            headers={"point": "critical point", "gap": "f − f*", "grad_norm": "‖∇f‖", "w_norm_sq": "mean ‖w_k‖²",
+                     "min_eig": "λ_min", "n_negative": "# negative", "n_zero": "# zero", "max_eig": "λ_max"})
 
 # %% [markdown]
 # For larger problems the Hessian is never formed: `ncutils.ufm.hessian_eigs` runs Lanczos

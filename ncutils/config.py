@@ -12,8 +12,9 @@ import copy
 import hashlib
 import json
 import math
+import numbers
 
-__all__ = ["PRESET_NAMES", "PRESETS", "get_preset", "config_hash", "paper_lr_grid", "snapshot_epochs"]
+__all__ = ["PRESET_NAMES", "PRESETS", "get_preset", "config_hash", "plain_config", "paper_lr_grid", "snapshot_epochs"]
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 
@@ -28,12 +29,23 @@ def paper_lr_grid() -> list[float]:
 _PAPYAN = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, batch_size=128,
                lr_milestones=(1 / 3, 2 / 3), lr_gamma=0.1, augment=False)
 
-# Chapter 3's four ResNet18 variants, the baseline (learned classifier, default d) first.
-_ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None}, {"classifier": "etf", "feature_dim": None},
-                 {"classifier": "learned", "feature_dim": 10}, {"classifier": "etf", "feature_dim": 10})
-# Chapter 3's memory measurement: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
-_FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(8, 32, 128),
-                             inputs=((1, 28), (3, 32)), num_classes=10, warmup_steps=1)
+# Chapter 3's four ResNet18 variants, the baseline (learned classifier, default d) first. As in Zhu et
+# al.'s code (tding1/Neural-Collapse), the fixed-ETF classifier keeps a trainable bias.
+_ETF_VARIANTS = ({"classifier": "learned", "feature_dim": None},
+                 {"classifier": "etf", "feature_dim": None, "etf_bias": True},
+                 {"classifier": "learned", "feature_dim": 10},
+                 {"classifier": "etf", "feature_dim": 10, "etf_bias": True})
+# Chapter 3's side-by-side row of the memory table only: d = K with both 3x3 convolutions of the last
+# block shrunk (the book's earlier construction, not the authors').
+_ETF_BOTH_CONVS = {"classifier": "etf", "feature_dim": 10, "etf_bias": True, "fixdim_block": "both"}
+# Chapter 3's memory measurement: the full-width ResNet18 at the paper's batch 128 (and 2, 8, 32; batch
+# 1 is impossible with the 7x7 stem: BatchNorm sees one value per channel at 1x1 pixels), on
+# both stems of the authors' code: "cifar" (3x3, their --SOTA runs) and "imagenet" (their default:
+# 7x7 stride 2 + max-pool), for CIFAR-10's 3x32x32 input (which the authors also feed their MNIST runs;
+# the book's 1x28x28 is left out to halve the CPU time of the measurement).
+_FULL_RESNET18_MEMORY = dict(arch="resnet18", width=64, batch_sizes=(2, 8, 32, 128),
+                             inputs=((3, 32),), stems=("cifar", "imagenet"), num_classes=10,
+                             warmup_steps=1, extra_variants=(_ETF_BOTH_CONVS,))
 
 # Chapter 4's protocol (segmentation): SGD + poly schedule, crops and flips, the CR-loss settings.
 _SEG = dict(lr=0.05, lr_power=0.9, momentum=0.9, weight_decay=5e-4, flip=True, cr_scale=5.0,
@@ -104,25 +116,30 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # Chapter 3: fix the classifier to a simplex ETF and set d = K (Zhu et al. 2021), measured.
     # Four variants of ResNet18: learned vs fixed-ETF classifier x default d (8 x width) vs d = K = 10
-    # (only the last residual block changes); the first variant is the baseline. `memory` is the
-    # one-step memory measurement (python -m ncutils.memory). Training protocol: SGD lr 0.05,
-    # momentum 0.9, wd 5e-4, batch 128, lr x 0.1 every 40 of 200 epochs (cpu: every 10 of 50).
+    # (only the last residual block changes, as in the authors' code: fixdim_block="authors"); the
+    # first variant is the baseline. The stem is the authors' default (7x7 stride 2 + max-pool, which
+    # their MNIST runs use). `seeds`: the seeds the chapter trains every variant with (one run per
+    # seed; not part of a run's config). `memory` is the one-step memory measurement (python -m
+    # ncutils.memory). Training protocol: SGD lr 0.05, momentum 0.9, wd 5e-4, batch 128, lr x 0.1
+    # every 40 of 200 epochs (cpu: every 10 of 50).
     "fixed_etf": {
         "smoke": dict(_PAPYAN, datasets=("mnist",), archs=("resnet18",),
-                      variants=_ETF_VARIANTS,
+                      variants=_ETF_VARIANTS, seeds=(0,), stem="imagenet", fixdim_block="authors",
                       n_per_class=5, test_per_class=5, epochs=2, lr_milestones=(1,), n_snapshots=2,
                       per_arch={"resnet18": dict(lr=0.05, width=2)},
-                      memory=dict(arch="resnet18", width=4, batch_sizes=(4, 16), inputs=((1, 28),),
-                                  num_classes=10, warmup_steps=1)),
+                      memory=dict(arch="resnet18", width=4, batch_sizes=(2, 4), inputs=((1, 28),),
+                                  stems=("cifar", "imagenet"), num_classes=10, warmup_steps=1,
+                                  extra_variants=(_ETF_BOTH_CONVS,))),
         # Training at CPU scale: ResNet18 narrowed to width 8 (d = 64 by default), 100 images per
-        # class, 50 epochs. Memory: the full-width ResNet18 at the paper's batch 128 (and 8, 32).
+        # class, 50 epochs, 3 seeds; the full test sets (10,000 images), evaluated at the snapshot
+        # epochs. Memory: the full-width ResNet18 at the paper's batch 128 and smaller.
         "cpu": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                    variants=_ETF_VARIANTS,
-                    n_per_class=100, test_per_class=100, epochs=50, lr_milestones=(10, 20, 30, 40),
+                    variants=_ETF_VARIANTS, seeds=(0, 1, 2), stem="imagenet", fixdim_block="authors",
+                    n_per_class=100, test_per_class=None, epochs=50, lr_milestones=(10, 20, 30, 40),
                     n_snapshots=15, per_arch={"resnet18": dict(lr=0.05, width=8)},
                     memory=_FULL_RESNET18_MEMORY),
         "paper": dict(_PAPYAN, datasets=("mnist", "fashionmnist"), archs=("resnet18",),
-                      variants=_ETF_VARIANTS,
+                      variants=_ETF_VARIANTS, seeds=(0, 1, 2), stem="imagenet", fixdim_block="authors",
                       n_per_class=None, test_per_class=None, epochs=200,
                       lr_milestones=(40, 80, 120, 160), n_snapshots=30,
                       per_arch={"resnet18": dict(lr=0.05, width=64)},
@@ -236,6 +253,51 @@ PRESETS["minority_collapse"] = {
 }
 
 
+# Chapter 4's second study (issue 13): the authors' center-collapse head and the controls that
+# isolate it, trained identically (same initial weights of the shared U-Net, same batches, same
+# steps). Settings not listed in a variant are camvid_cr's at the same preset, so the baseline and
+# the simplified branch (stored as "cr", lambda 0.4) are the committed camvid_cr runs at their seeds;
+# ncutils.ceco.run_ceco stores every run under the camvid_cr experiment. Variants:
+#   baseline   pixel cross entropy alone;
+#   ceco       + the authors' UPerHead_ceco branch (frozen 1x1 conv without bias + BatchNorm to 128
+#              channels, centers over the whole batch, frozen Linear(128, 512) + ReLU, L2 norm,
+#              dropout 0.1, frozen simplex ETF in 512 dimensions with zero bias, scale 5, logit
+#              adjustment by the log of the share of training frames containing each class), weight
+#              0.8 (their Swin-T config);
+#   cecol      their UPerHead_cecol ablation with their cecol config: the same branch with a random
+#              frozen classifier (nn.Linear default init, bias included), no normalization, scale 1,
+#              label smoothing 0.5, weight 1.0;
+#   wce        a re-balancing control: class-weighted pixel cross entropy, median-frequency weights
+#              (Eigen & Fergus 2015, as SegNet used on CamVid) from the training split;
+#   cr_simple  the book's first, simplified branch (frozen random 1x1 conv with bias to 32 channels, ETF in 32
+#              dimensions, no prior), lambda 0.4.
+_CECO_HEAD = dict(cr_head="ceco", ceco_dim=128, ceco_gain_dim=512, ceco_dropout=0.1, ceco_smooth=1.0,
+                  ceco_prior="image_label")
+
+
+def _ceco_variants(main_seeds, control_seeds):
+    return ({"name": "baseline", "cr_weight": 0.0, "seeds": main_seeds},
+            {"name": "ceco", "cr_weight": 0.8, **_CECO_HEAD, "seeds": main_seeds},
+            {"name": "cecol", "cr_weight": 1.0, **_CECO_HEAD, "cr_head": "cecol", "cr_scale": 1.0,
+             "cr_normalize": False, "ceco_smooth": 0.5, "seeds": control_seeds},
+            {"name": "wce", "cr_weight": 0.0, "class_weighting": "median_frequency", "seeds": control_seeds},
+            {"name": "cr_simple", "label": "cr", "cr_weight": 0.4, "seeds": control_seeds})
+
+
+def _ceco_study(preset: str, main_seeds, control_seeds) -> dict:
+    base = {k: v for k, v in PRESETS["camvid_cr"][preset].items()
+            if k not in ("variants", "seeds", "lambda_sweep")}
+    return dict(base, variants=_ceco_variants(main_seeds, control_seeds))
+
+
+PRESETS["camvid_ceco"] = {
+    "smoke": _ceco_study("smoke", (0, 1), (0, 1)),
+    # 5 seeds of the baseline and of the authors' head, 3 of each control (60 epochs each).
+    "cpu": _ceco_study("cpu", (0, 1, 2, 3, 4), (0, 1, 2)),
+    "paper": _ceco_study("paper", (0, 1, 2, 3, 4), (0, 1, 2)),
+}
+
+
 def get_preset(experiment: str, preset: str) -> dict:
     """A deep copy of the settings of ``experiment`` at ``preset``."""
     if experiment not in PRESETS:
@@ -246,21 +308,35 @@ def get_preset(experiment: str, preset: str) -> dict:
     return copy.deepcopy(PRESETS[experiment][preset])
 
 
-def _canonical(obj):
+def _canonical(obj, path: str = "config", sort: bool = True):
+    """Plain JSON types of a config (NumPy scalars become Python numbers); errors name the key."""
     if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
+        items = sorted(obj.items()) if sort else obj.items()
+        return {str(k): _canonical(v, f"{path}[{k!r}]", sort) for k, v in items}
     if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, float):
-        return float(repr(obj))
-    if obj is None or isinstance(obj, (bool, int, str)):
+        return [_canonical(v, f"{path}[{i}]", sort) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, str)):
         return obj
-    raise TypeError(f"config values must be JSON-like (dict, list, str, number, bool, None), "
-                    f"got {type(obj).__name__}")
+    kind = type(obj).__module__.split(".")[0]
+    if kind == "numpy" and type(obj).__name__ in ("bool", "bool_"):
+        return bool(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)  # numpy integers hash as the Python int
+    if isinstance(obj, float) or (kind == "numpy" and isinstance(obj, numbers.Real)):
+        return float(obj)  # np.float64(x) hashes as the Python float x
+    raise TypeError(f"config values must be JSON-like (dict, list, str, number, bool, None); "
+                    f"{path} is a {type(obj).__name__}: {obj!r}")
+
+
+def plain_config(config: dict) -> dict:
+    """A copy of ``config`` with plain JSON types (tuples become lists, NumPy scalars Python
+    numbers), keys in their order: what ``run.json`` stores and :func:`config_hash` hashes."""
+    return _canonical(config, sort=False)
 
 
 def config_hash(config: dict, length: int = 10) -> str:
-    """A stable hex digest of a JSON-like config (key order and tuple/list do not matter)."""
+    """A stable hex digest of a JSON-like config (key order and tuple/list do not matter; a NumPy
+    scalar hashes as the equal Python number)."""
     text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -454,6 +454,16 @@ def _camvid_cached(root: str, split: str, resolution: str, verify: bool, signatu
     return images, labels
 
 
+def _camvid_split_present(root: pathlib.Path, split: str, resolution: str) -> bool:
+    """Whether the split list and every file it names exist (not checked: their hashes)."""
+    try:
+        names = camvid_split_names(split, root, verify=False)
+    except (FileNotFoundError, ValueError):
+        return False
+    return all((root / f"CamVid/{resolution}/{folder}/{name}").is_file()
+               for folder in (split, f"{split}annot") for name in names)
+
+
 def load_camvid(split: str = "train", resolution: str = "240x180", root=None, verify: bool = True
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """CamVid (SegNet version): ``(images uint8 N x 3 x H x W, labels uint8 N x H x W)``.
@@ -461,7 +471,9 @@ def load_camvid(split: str = "train", resolution: str = "240x180", root=None, ve
     Labels are the class ids 0..10 of :data:`CAMVID_CLASSES`, with void (11) mapped to
     :data:`IGNORE_INDEX` = 255 (the ``ignore_index`` of the losses and metrics in
     :mod:`ncutils.seg`; cast with ``.long()`` for ``F.cross_entropy``). N is 367 / 101 / 233 for
-    train / val / test; only ``resolution="240x180"`` (H = 180, W = 240) is staged.
+    train / val / test; only ``resolution="240x180"`` (H = 180, W = 240) is staged. Missing files
+    are downloaded from the public source and resized (:mod:`ncutils.camvid_download`) unless
+    ``NCUTILS_NO_DOWNLOAD`` is set.
 
     Files: ``<root>/CamVid/<split>.txt`` (the order) and ``<root>/CamVid/240x180/{<split>,
     <split>annot}/<n>.png``, root = ``$NCUTILS_DATA`` by default. With ``verify`` every file's sha256
@@ -470,6 +482,11 @@ def load_camvid(split: str = "train", resolution: str = "240x180", root=None, ve
     file is hashed once per process. Each call returns fresh copies.
     """
     split, resolution, root = _camvid_split(split), _camvid_resolution(resolution), _camvid_root(root)
+    if not _camvid_split_present(root, split, resolution):
+        from .camvid_download import download_camvid, downloads_allowed
+
+        if downloads_allowed():  # only when files are missing: fetch, resize, check against the manifest
+            download_camvid(root, splits=(split,), progress=True)
     names = camvid_split_names(split, root, verify)
     signature = []
     for rel in [f"CamVid/{split}.txt"] + [f"CamVid/{resolution}/{folder}/{name}"

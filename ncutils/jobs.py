@@ -35,7 +35,7 @@ from . import config as _config
 from . import store
 
 __all__ = ["Job", "register", "registered", "experiment_jobs", "all_jobs", "find_job", "merge_results",
-           "classification_jobs", "memory_jobs", "landscape_jobs", "segmentation_jobs", "minority_jobs",
+           "classification_jobs", "memory_jobs", "landscape_jobs", "segmentation_jobs", "ceco_jobs", "minority_jobs",
            "ood_jobs", "chapter_totals",
            "GPU_BF16_FLOPS", "GPU_FP32_FLOPS", "GPU_FP64_FLOPS", "CPU_FLOPS", "STEP_OVERHEAD_S"]
 
@@ -75,6 +75,7 @@ class Job:
     chapter: str = ""
     group: str = ""
     device: Optional[str] = None
+    source: str = ""  # the registered experiment that lists the job (its runs may be stored under another)
 
     def __post_init__(self):
         if self.kind not in _RUNNERS:
@@ -118,7 +119,8 @@ class Job:
 
     def record(self, with_config: bool = False) -> dict:
         """One JSON-able line of ``--list``."""
-        out = {"experiment": self.experiment, "preset": self.preset, "chapter": self.chapter,
+        out = {"experiment": self.experiment, "source": self.source or self.experiment,
+               "preset": self.preset, "chapter": self.chapter,
                "label": self.label, "hash": self.key, "kind": self.kind, "group": self.group,
                "device": self.device or "any", "complete": self.complete,
                "est_hours": round(self.gpu_hours(), 4)}
@@ -229,6 +231,16 @@ def segmentation_jobs(experiment: str, preset: str) -> list[Job]:
     return jobs
 
 
+def ceco_jobs(experiment: str, preset: str) -> list[Job]:
+    """The ``camvid_ceco`` study (:func:`ncutils.ceco.run_ceco`): its runs are stored under
+    ``camvid_cr``, and those equal to a ``camvid_cr`` run are that run (listed once by
+    :func:`all_jobs`)."""
+    from .ceco import STORE_EXPERIMENT, ceco_variant_configs
+
+    return [Job(STORE_EXPERIMENT, preset, f"{label}-s{seed}", cfg, "segment", group=f"ceco {name}")
+            for name, label, seed, cfg in ceco_variant_configs(preset)]
+
+
 def minority_jobs(experiment: str, preset: str) -> list[Job]:
     """Chapter 5: the Layer-Peeled Model sweep (CPU) and every network run
     (:func:`ncutils.minority.run_model`, :func:`ncutils.minority.run_networks`), per seed."""
@@ -278,7 +290,7 @@ def experiment_jobs(experiment: str, preset: str) -> list[Job]:
                          f"ncutils.jobs), got {experiment!r}")
     chapter, fn = _REGISTRY[experiment]
     _config.get_preset(experiment, preset)  # a clear error for an unknown preset
-    jobs = [dataclasses.replace(job, chapter=chapter) for job in fn(experiment, preset)]
+    jobs = [dataclasses.replace(job, chapter=chapter, source=experiment) for job in fn(experiment, preset)]
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -289,7 +301,12 @@ def experiment_jobs(experiment: str, preset: str) -> list[Job]:
 def all_jobs(preset: str, experiments: Optional[Iterable[str]] = None) -> list[Job]:
     """The jobs of every registered experiment (or of ``experiments``) at ``preset``."""
     names = list(registered()) if experiments is None else list(experiments)
-    return [job for name in names for job in experiment_jobs(name, preset)]
+    out, seen = [], set()
+    for job in (job for name in names for job in experiment_jobs(name, preset)):
+        if job.run.path not in seen:  # a study may reuse another's runs (camvid_ceco: camvid_cr's)
+            seen.add(job.run.path)
+            out.append(job)
+    return out
 
 
 def find_job(key: str, preset: str, experiments: Optional[Iterable[str]] = None) -> Job:
@@ -309,8 +326,8 @@ def chapter_totals(jobs: Sequence[Job]) -> list[dict]:
     for job in jobs:
         row = out.setdefault(job.chapter, {"chapter": job.chapter, "experiments": [], "runs": 0,
                                            "complete": 0, "gpu_hours": 0.0, "cpu_hours": 0.0})
-        if job.experiment not in row["experiments"]:
-            row["experiments"].append(job.experiment)
+        if (job.source or job.experiment) not in row["experiments"]:
+            row["experiments"].append(job.source or job.experiment)
         row["runs"] += 1
         row["complete"] += int(job.complete)
         row["cpu_hours" if job.device == "cpu" else "gpu_hours"] += job.gpu_hours()
@@ -465,7 +482,8 @@ def _memory_seconds(job: Job) -> float:
                 {"arch": cfg["arch"], "classes": cfg["num_classes"], "shape": [c, size, size],
                  "width": cfg["width"], "feature_dim": v.get("feature_dim"),
                  "classifier": v.get("classifier", "learned"), "etf_bias": False}, sort_keys=True))
-            flops += 3 * f * sum(cfg["batch_sizes"]) * (cfg["warmup_steps"] + 2)  # + counted step + repeat
+            flops += (3 * f * sum(cfg["batch_sizes"]) * (cfg["warmup_steps"] + 2)  # + counted step + repeat
+                      * len(cfg.get("stems", ("cifar",))))
     return flops / (CPU_FLOPS if cfg["device"] == "cpu" else GPU_FP32_FLOPS)
 
 
@@ -508,3 +526,4 @@ register("fixed_etf", "03", lambda experiment, preset: (classification_jobs(expe
 register("camvid_cr", "04", segmentation_jobs)
 register("minority_collapse", "05", minority_jobs)
 register("nc_ood", "06", ood_jobs)
+register("camvid_ceco", "04", ceco_jobs)

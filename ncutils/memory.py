@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SavedTensorCounter", "measure_training_step", "build_variant", "variant_name",
-           "memory_table", "relative_savings", "memory_config", "measure_preset", "measure_run", "memory_label",
-           "MEMORY_COLUMNS",
+           "memory_table", "relative_savings", "memory_config", "measure_preset", "measure_run", "memory_label", "MEMORY_COLUMNS",
            "BYTE_COLUMNS", "main"]
 
 EXPERIMENT = "fixed_etf"
@@ -190,12 +189,15 @@ def measure_training_step(model: nn.Module, batch, optimizer_factory: Callable, 
 
 def build_variant(arch: str = "resnet18", classifier: str = "learned", feature_dim: Optional[int] = None,
                   width: Optional[int] = None, num_classes: int = 10, in_channels: int = 1,
-                  input_size: int = 28, seed: int = 0, etf_bias: bool = False) -> nn.Module:
+                  input_size: int = 28, seed: int = 0, etf_bias: bool = False, stem: str = "cifar",
+                  fixdim_block: str = "authors") -> nn.Module:
     """The network of one configuration, built exactly as :func:`ncutils.train.train` builds it.
 
     ``classifier``: "learned" (``nn.Linear`` with bias) or "etf" (:class:`ncutils.etf.ETFClassifier`,
-    a fixed K x d simplex ETF). ``feature_dim``: None for the architecture's default d (8 x width for
-    resnet18), or e.g. K, which for resnet18 changes only the last residual block.
+    a fixed K x d simplex ETF, with a trainable bias if ``etf_bias``). ``feature_dim``: None for the
+    architecture's default d (8 x width for resnet18), or e.g. K, which for resnet18 changes only the
+    last residual block (``fixdim_block`` "authors" or "both", see :func:`ncutils.models.build_model`).
+    ``stem`` (resnet18): "cifar" (3x3) or "imagenet" (7x7 stride 2 + max-pool).
     """
     from . import models
 
@@ -204,33 +206,38 @@ def build_variant(arch: str = "resnet18", classifier: str = "learned", feature_d
     torch.manual_seed(seed)
     return models.build_model(arch, num_classes=num_classes, in_channels=in_channels,
                               input_size=input_size, width=width, feature_dim=feature_dim,
-                              classifier=classifier, etf_bias=etf_bias)
+                              classifier=classifier, etf_bias=etf_bias, stem=stem,
+                              fixdim_block=fixdim_block)
 
 
 def variant_name(variant: dict, feature_dim: Optional[int] = None) -> str:
-    """A short label such as ``learned, d=512`` or ``etf, d=10``.
+    """A short label such as ``learned, d=512``, ``etf, d=10`` or ``etf, d=10, both convs``.
 
     ``feature_dim`` is the realised d (the variant's ``feature_dim`` is None for the default).
+    ``both convs`` marks the d = K block with both 3x3 convolutions shrunk (``fixdim_block="both"``).
     """
     d = variant.get("feature_dim") if feature_dim is None else feature_dim
-    return f"{variant.get('classifier', 'learned')}, d={'default' if d is None else d}"
+    both = ", both convs" if variant.get("fixdim_block", "authors") == "both" else ""
+    return f"{variant.get('classifier', 'learned')}, d={'default' if d is None else d}{both}"
 
 
 def _check_variants(variants) -> list[dict]:
     if isinstance(variants, dict) or not isinstance(variants, Sequence) or not variants:
         raise ValueError("variants must be a non-empty list of dicts with keys 'classifier' and 'feature_dim'")
     for v in variants:
-        if not isinstance(v, dict) or set(v) - {"classifier", "feature_dim", "etf_bias"}:
+        if not isinstance(v, dict) or set(v) - {"classifier", "feature_dim", "etf_bias", "fixdim_block"}:
             raise ValueError(f"each variant must be a dict with keys 'classifier', 'feature_dim' "
-                             f"(and optionally 'etf_bias'), got {v!r}")
+                             f"(and optionally 'etf_bias', 'fixdim_block'), got {v!r}")
     return list(variants)
 
 
 def memory_table(variants, arch: str = "resnet18", width: Optional[int] = None, num_classes: int = 10,
                  inputs: Sequence = ((1, 28), (3, 32)), batch_sizes: Sequence[int] = (128,), device="cpu",
                  lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 warmup_steps: int = 1, seed: int = 0, progress: bool = False):
-    """A pandas DataFrame: one row per (input shape, batch size, variant) with the :data:`MEMORY_COLUMNS`.
+                 warmup_steps: int = 1, seed: int = 0, progress: bool = False,
+                 stems: Sequence[str] = ("cifar",)):
+    """A pandas DataFrame: one row per (stem, input shape, batch size, variant) with the
+    :data:`MEMORY_COLUMNS`. ``stems``: the resnet18 stems to measure ("cifar", "imagenet").
 
     ``inputs``: (channels, size) pairs, e.g. (1, 28) for MNIST and (3, 32) for CIFAR-sized images;
     the batch is seeded Gaussian noise with labels 0..K-1 repeated (memory does not depend on the
@@ -245,45 +252,54 @@ def memory_table(variants, arch: str = "resnet18", width: Optional[int] = None, 
         raise ValueError(f"batch_sizes must be a non-empty list of positive integers, got {batch_sizes!r}")
     if not inputs or not all(isinstance(s, (tuple, list)) and len(s) == 2 for s in inputs):
         raise ValueError(f"inputs must be a non-empty list of (channels, size) pairs, got {inputs!r}")
+    if isinstance(stems, str) or not stems or any(s not in ("cifar", "imagenet") for s in stems):
+        raise ValueError(f"stems must be a non-empty list of 'cifar' and/or 'imagenet', got {stems!r}")
+    if arch != "resnet18" and tuple(stems) != ("cifar",):
+        raise ValueError(f"stems other than 'cifar' need arch='resnet18', got {stems!r} for {arch!r}")
+    if "imagenet" in stems and min(batch_sizes) < 2:
+        raise ValueError(f"batch_sizes must be >= 2 with the 'imagenet' stem (its last stage runs at 1x1 "
+                         f"pixels, where BatchNorm needs more than one value per channel), got {batch_sizes!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is 'cuda' but no CUDA device is available")
     rows = []
     factory = lambda ps: torch.optim.SGD(ps, lr=lr, momentum=momentum, weight_decay=weight_decay)  # noqa: E731
-    for channels, size in inputs:
-        for batch_size in batch_sizes:
-            gen = torch.Generator().manual_seed(seed)
-            x = torch.randn(batch_size, channels, size, size, generator=gen).to(device)
-            y = (torch.arange(batch_size) % num_classes).to(device)
-            for v in variants:
-                model = build_variant(arch, v.get("classifier", "learned"), v.get("feature_dim"), width,
-                                      num_classes, channels, size, seed, v.get("etf_bias", False)).to(device)
-                row = {"input": f"{channels}x{size}x{size}", "batch": batch_size,
-                       "variant": variant_name(v, model.feature_dim),
-                       "classifier": v.get("classifier", "learned"), "feature_dim": model.feature_dim,
-                       **measure_training_step(model, (x, y), factory, warmup_steps=warmup_steps)}
-                rows.append(row)
-                if progress:
-                    print(f"  {row['input']} batch {batch_size} {row['variant']}: total "
-                          f"{row['total_bytes'] / 2**20:.1f} MiB, saved {row['saved_bytes'] / 2**20:.1f} MiB, "
-                          f"{row['step_seconds']:.2f} s", flush=True)
-                del model
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+    for stem, (channels, size), batch_size in ((s, i, b) for s in stems for i in inputs for b in batch_sizes):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(batch_size, channels, size, size, generator=gen).to(device)
+        y = (torch.arange(batch_size) % num_classes).to(device)
+        extra = {"stem": stem} if arch == "resnet18" else {}
+        for v in variants:
+            model = build_variant(arch, v.get("classifier", "learned"), v.get("feature_dim"), width,
+                                  num_classes, channels, size, seed, v.get("etf_bias", False),
+                                  fixdim_block=v.get("fixdim_block", "authors"), **extra).to(device)
+            row = {"stem": stem, "input": f"{channels}x{size}x{size}", "batch": batch_size,
+                   "variant": variant_name(v, model.feature_dim),
+                   "classifier": v.get("classifier", "learned"), "feature_dim": model.feature_dim,
+                   **measure_training_step(model, (x, y), factory, warmup_steps=warmup_steps)}
+            rows.append(row)
+            if progress:
+                print(f"  {stem} {row['input']} batch {batch_size} {row['variant']}: total "
+                      f"{row['total_bytes'] / 2**20:.1f} MiB, saved {row['saved_bytes'] / 2**20:.1f} MiB, "
+                      f"{row['step_seconds']:.2f} s", flush=True)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     return pd.DataFrame(rows)
 
 
 def relative_savings(table, baseline: Optional[str] = None,
                      columns: Sequence[str] = ("trainable_params",) + BYTE_COLUMNS):
-    """Per input shape (and batch size), ``1 - value / baseline value`` of each column.
+    """Per stem, input shape and batch size (those of the three the table has), ``1 - value /
+    baseline value`` of each column.
 
     0.2 means 20% less than the baseline. ``baseline``: the variant label to compare with (default:
-    the first row of each input shape and batch size).
+    the first row of each stem, input shape and batch size).
     """
     missing = [c for c in ("input", "variant", *columns) if c not in table.columns]
     if missing:
         raise ValueError(f"table lacks the columns {missing}")
-    keys = ["input"] + (["batch"] if "batch" in table.columns else [])
+    keys = [k for k in ("stem", "input", "batch") if k in table.columns]
     parts = []
     for _, part in table.groupby(keys, sort=False):
         if baseline is None:
@@ -304,33 +320,48 @@ def relative_savings(table, baseline: Optional[str] = None,
 
 
 def memory_config(preset: str, device: str = "cpu") -> dict:
-    """The config of the memory measurement of the ``fixed_etf`` preset on ``device``."""
+    """The config of the memory measurement of the ``fixed_etf`` preset on ``device``.
+
+    On the CPU no byte count depends on a warmup step (the momentum buffers are counted after the
+    measured step's ``opt.step()``; a test checks this), so the CPU measurement runs none; the
+    preset's ``warmup_steps`` apply on a GPU, whose allocator peak and kernels do depend on it.
+    """
     from . import config
 
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     exp = config.get_preset(EXPERIMENT, preset)
     mem = exp["memory"]
-    return {**mem, "variants": exp["variants"], "momentum": exp["momentum"],
+    extra = list(mem.pop("extra_variants", ()))
+    if device == "cpu":
+        mem["warmup_steps"] = 0
+    return {**mem, "variants": [*exp["variants"], *extra], "momentum": exp["momentum"],
             "weight_decay": exp["weight_decay"], "lr": exp["per_arch"][mem["arch"]]["lr"], "device": device}
 
 
 def measure_run(run, cfg: dict, progress: bool = False) -> dict:
-    """Measure the memory table of ``cfg`` (a :func:`memory_config`) into ``run``: the tables
-    ``memory`` (absolute) and ``savings`` (relative to the first variant); returns the summary."""
+    """Measure the memory table of ``cfg`` (a :func:`memory_config` of ``run.preset``) into ``run``:
+    tables ``memory`` (absolute) and ``savings`` (relative to the first variant); returns the
+    summary, the total saving of the authors' fixed-ETF d = K network (the last training variant)
+    at the largest batch, per stem and input."""
+    from . import config
+
+    ours = variant_name(config.get_preset(EXPERIMENT, run.preset)["variants"][-1])
     kw = {k: v for k, v in cfg.items() if k != "device"}
     table = memory_table(device=cfg["device"], progress=progress, **kw)
-    run.save_table("memory", table)
     rel = relative_savings(table)
+    run.save_table("memory", table)
     run.save_table("savings", rel)
-    top = rel[rel["batch"] == rel["batch"].max()].groupby("input", sort=False).tail(1)
-    return {f"total_saving_{r.input}_batch{r.batch}": float(r.total_bytes) for r in top.itertuples()}
+    top = rel[(rel["batch"] == rel["batch"].max()) & (rel["variant"] == ours)]
+    return {f"total_saving_{r.stem}_{r.input}_batch{r.batch}": float(r.total_bytes) for r in top.itertuples()}
 
 
 def measure_preset(preset: str, device: str = "cpu", force: bool = False, progress: bool = False):
     """Load the stored memory table of ``preset`` on ``device``, or measure and store it; the Run.
 
-    The run holds the table ``memory`` (absolute) and ``savings`` (relative to the first variant).
+    The run holds the table ``memory`` (absolute) and ``savings`` (relative to the first variant);
+    its summary, the total saving of the authors' fixed-ETF d = K network (the last training variant)
+    at the largest batch, per stem and input (see :func:`measure_run`).
     """
     from . import store
 

@@ -20,11 +20,17 @@ Every statistic is accumulated in float64. :class:`ClassStats` accumulates class
 by batch (Chan et al.'s pairwise update, exact and numerically stable), on whatever device the
 features live on, so :func:`collapse_metrics_streaming` never holds the N x d feature matrix.
 With K = 2 there is a single pair of classes, so the two ``equiangular_*`` spreads are 0.
+
+Degenerate input never yields a plausible number: when the class means coincide up to rounding
+(their spread is below 1e-10 of the RMS feature norm) ``nc1`` and every metric of the means are NaN,
+with a ``RuntimeWarning``; features whose float64 second moments overflow (|h| near 1e154 and
+beyond) or underflow (means below 1e-100) are refused with a ValueError.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -44,6 +50,11 @@ EXTRA_KEYS = ("nc1_trace_ratio", "cdnv")
 
 # Singular values of M below this fraction of the largest are numerical zeros of Sigma_B.
 _RANK_RTOL = 1e-12
+# ... and so are those below this fraction of sqrt(K) x the RMS feature norm: a spread of the class
+# means that small is rounding (float64 sums of float32 features), not a between-class scatter.
+_SCALE_RTOL = 1e-10
+_MEAN_KEYS = ("nc1", "equinorm_means", "equiangular_means", "maxangle_means", "self_duality",
+              "nc1_trace_ratio", "cdnv")
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -153,8 +164,22 @@ class ClassStats:
             raise ValueError("no batches were accumulated (features were empty)")
         missing = torch.nonzero(self.counts == 0).flatten().tolist()
         if missing:
-            raise ValueError(f"labels must contain every class 0..{self.num_classes - 1}; "
+            k = self.num_classes
+            if missing == list(range(missing[0], k)):  # only the last rows are unused: blame W
+                raise ValueError(f"weight has K = {k} rows (one per class) but labels only use classes "
+                                 f"0..{missing[0] - 1}: the classifier weight must have one row per "
+                                 f"class, K = {missing[0]} rows (or labels miss classes {missing})")
+            raise ValueError(f"labels must contain every class 0..{k - 1}; "
                              f"classes with no samples: {missing}")
+        finite = (torch.isfinite(self.scatter).all() and torch.isfinite(self.class_scatter_trace).all()
+                  and torch.isfinite(self.means.square().sum(1)).all())
+        if not finite:
+            raise ValueError(f"features are too large: their float64 second moments overflow (largest "
+                             f"|class mean| {float(self.means.abs().max()):.3g}); rescale the features")
+        top = float(self.means.abs().max())
+        if 0.0 < top < 1e-100 and float(self.class_scatter_trace.max()) < 1e-200:
+            raise ValueError(f"features are too small: their float64 second moments underflow (largest "
+                             f"|class mean| {top:.3g}); rescale the features")
 
 
 def _pair_cosines(vectors: torch.Tensor) -> torch.Tensor:
@@ -202,10 +227,18 @@ def metrics_from_stats(stats: ClassStats, weight, bias=None, ncc_mismatch: float
     # Sigma_B = M M^T / K; its eigenpairs come from the SVD of M (d x K), cheaper than d x d eigh.
     u, s, _ = torch.linalg.svd(centered.T, full_matrices=False)
     u, s = u[:, : k - 1], s[: k - 1]
-    if s.numel() == 0 or float(s[0]) == 0.0:
-        nc1 = math.nan  # all class means coincide: Sigma_B = 0 and NC1 is undefined
+    # RMS feature norm: sqrt(E ||h||^2) = sqrt(Tr Sigma_W + sum_c (n_c/N) ||mu_c||^2).
+    scale = math.sqrt(float(torch.trace(sigma_w) + (stats.counts / n * stats.means.square().sum(1)).sum()))
+    floor = _SCALE_RTOL * math.sqrt(k) * scale
+    degenerate = s.numel() == 0 or float(s[0]) <= floor
+    if degenerate:
+        nc1 = math.nan  # all class means coincide (up to rounding): Sigma_B = 0, NC1 is undefined
+        spread = float(s[0]) / math.sqrt(k) if s.numel() else 0.0
+        warnings.warn(f"the class means coincide up to rounding (spread {spread:.3g} against an RMS "
+                      f"feature norm of {scale:.3g}): NC1 and the geometry of the means are undefined "
+                      "and returned as NaN", RuntimeWarning, stacklevel=2)
     else:
-        keep = s > _RANK_RTOL * s[0]
+        keep = s > max(_RANK_RTOL * float(s[0]), floor)
         u, eig_b = u[:, keep], s[keep].square() / k
         quad = ((sigma_w @ u) * u).sum(0)  # u_j^T Sigma_W u_j, one per kept eigenpair
         nc1 = float((quad / eig_b).sum() / k)
@@ -224,6 +257,8 @@ def metrics_from_stats(stats: ClassStats, weight, bias=None, ncc_mismatch: float
         gaps = (stats.means[i] - stats.means[j]).square().sum(1)
         out["nc1_trace_ratio"] = float(torch.trace(sigma_w) / (centered.square().sum() / k))
         out["cdnv"] = float(((var[i] + var[j]) / (2.0 * gaps)).mean())
+    if degenerate:
+        out.update({key: math.nan for key in _MEAN_KEYS if key in out})
     return out
 
 
@@ -255,6 +290,9 @@ def collapse_metrics_streaming(batches: Callable[[], Iterable] | Iterable, weigh
     for h, y in source():
         stats.update(h, y)
     stats.check_complete()
+    if w.shape[1] != stats.means.shape[1]:
+        raise ValueError(f"weight must have shape K x d with d = {stats.means.shape[1]} (the feature "
+                         f"dimension of the batches), got shape {tuple(w.shape)}")
     wrong = seen = 0
     for h, y in source():
         h = _check_features(h)

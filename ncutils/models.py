@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NCModel", "build_model", "count_parameters", "ARCHS"]
+__all__ = ["NCModel", "build_model", "count_parameters", "ARCHS", "FIXDIM_BLOCKS"]
 
 
 class NCModel(nn.Module):
@@ -91,18 +91,23 @@ def _cnn(in_channels, widths: Sequence[int]):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block; 1x1 conv + BN shortcut when the shape changes."""
+    """ResNet basic block (conv3x3 cin -> mid, conv3x3 mid -> cout, ``mid`` = cout unless given);
+    1x1 conv + BN shortcut when the shape changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, mid: Optional[int] = None):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(cin, cout, stride=stride), nn.ReLU(inplace=True), *_conv_bn(cout, cout))
+        mid = cout if mid is None else mid
+        self.body = nn.Sequential(*_conv_bn(cin, mid, stride=stride), nn.ReLU(inplace=True), *_conv_bn(mid, cout))
         self.shortcut = _conv_bn(cin, cout, k=1, stride=stride) if stride != 1 or cin != cout else nn.Identity()
 
     def forward(self, x):
         return F.relu(self.body(x) + self.shortcut(x))
 
 
-def _resnet18(in_channels, width, feature_dim, stem):
+FIXDIM_BLOCKS = ("authors", "both")
+
+
+def _resnet18(in_channels, width, feature_dim, stem, fixdim_block="authors"):
     if stem == "cifar":
         layers = [*_conv_bn(in_channels, width), nn.ReLU(inplace=True)]
     elif stem == "imagenet":
@@ -112,7 +117,9 @@ def _resnet18(in_channels, width, feature_dim, stem):
     cin = width
     for stage, (w, stride) in enumerate(zip([width, 2 * width, 4 * width, 8 * width], [1, 2, 2, 2])):
         last = feature_dim if stage == 3 else w  # only the very last block may change d
-        layers += [BasicBlock(cin, w, stride), BasicBlock(w, last)]
+        # "authors" (Zhu et al.'s fixdim): conv1 keeps w -> w, conv2 is w -> d; "both": w -> d -> d
+        mid = w if fixdim_block == "authors" else None
+        layers += [BasicBlock(cin, w, stride), BasicBlock(w, last, mid=mid)]
         cin = last
     return _init_convs(nn.Sequential(*layers, _GlobalPool()))
 
@@ -163,14 +170,17 @@ def _positive_int(name, value):
 def build_model(arch: str, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                 width: Optional[int] = None, feature_dim: Optional[int] = None,
                 classifier="learned", stem: str = "cifar", depth: Optional[int] = None,
-                etf_bias: bool = False) -> NCModel:
+                etf_bias: bool = False, fixdim_block: str = "authors") -> NCModel:
     """Build an :class:`NCModel`.
 
     arch: "mlp" (``depth`` hidden layers, default 3, of ``width`` 512), "cnn" (4 conv blocks of
     width, 2w, 4w, 4w channels, width 32), "resnet18" (stage widths w..8w, width 64, ``stem``
     "cifar" = 3x3 stride 1 or "imagenet" = 7x7 stride 2 + max-pool), "vgg11" (VGG11-BN, width 64,
-    inputs under 32 px zero-padded to 32). ``feature_dim`` sets the width of the last feature layer
-    (for resnet18 only the last block changes). ``classifier``: "learned" (``nn.Linear(d, K)`` with
+    inputs under 32 px zero-padded to 32). ``feature_dim`` sets the width of the last feature layer.
+    For resnet18 only the last BasicBlock changes, as ``fixdim_block`` says: "authors" (default; Zhu
+    et al.'s ``fixdim`` in tding1/Neural-Collapse ``models/resnet.py``): conv1 keeps 3x3 8w -> 8w + BN,
+    conv2 becomes 3x3 8w -> d + BN(d), the shortcut a 1x1 conv 8w -> d + BN(d); "both": both 3x3
+    convolutions shrink (8w -> d, d -> d), with the same shortcut. ``classifier``: "learned" (``nn.Linear(d, K)`` with
     bias), "etf" (a fixed simplex-ETF :class:`ncutils.etf.ETFClassifier`, learnable bias only if
     ``etf_bias``), or any module with a ``.weight`` of shape K x d.
     """
@@ -184,13 +194,18 @@ def build_model(arch: str, num_classes: int = 10, in_channels: int = 1, input_si
         raise ValueError(f"depth is only used by arch='mlp', got depth={depth!r} for arch={arch!r}")
     if stem != "cifar" and arch != "resnet18":
         raise ValueError(f"stem is only used by arch='resnet18', got stem={stem!r} for arch={arch!r}")
+    if fixdim_block not in FIXDIM_BLOCKS:
+        raise ValueError(f"fixdim_block must be one of {FIXDIM_BLOCKS}, got {fixdim_block!r}")
+    if fixdim_block != "authors" and arch != "resnet18":
+        raise ValueError(f"fixdim_block is only used by arch='resnet18', got fixdim_block={fixdim_block!r} "
+                         f"for arch={arch!r}")
 
     if arch == "mlp":
         backbone = _mlp(in_channels, input_size, width, _positive_int("depth", 3 if depth is None else depth), d)
     elif arch == "cnn":
         backbone = _cnn(in_channels, [width, 2 * width, 4 * width, d])
     elif arch == "resnet18":
-        backbone = _resnet18(in_channels, width, d, stem)
+        backbone = _resnet18(in_channels, width, d, stem, fixdim_block)
     else:
         backbone = _vgg11(in_channels, input_size, width, d)
 

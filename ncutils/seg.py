@@ -33,7 +33,8 @@ from .metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_misma
 from .models import _conv_bn_relu, _init_convs
 
 __all__ = [
-    "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "center_collapse_loss",
+    "IGNORE_INDEX", "check_seg_labels", "pixel_features", "class_centers", "centers_cross_entropy",
+    "center_collapse_loss",
     "ConfusionMatrix", "iou_per_class", "SegUNet", "subsample_pixels", "seg_collapse_metrics",
     "class_geometry", "evaluate_segmentation", "SEG_HISTORY_COLUMNS", "build_seg_model", "augment_batch",
     "train_segmentation", "run_segmentation", "seg_variant_label", "planned_runs",
@@ -130,31 +131,58 @@ def class_centers(features, labels, num_classes: int, ignore_index: int = IGNORE
     return sums[ids] / counts[ids].to(h.dtype)[:, None], ids
 
 
+def centers_cross_entropy(centers, ids, weight, bias=None, scale: float = 1.0, normalize: bool = False,
+                          log_prior=None, smooth: float = 1.0) -> torch.Tensor:
+    """The cross entropy of class centers against a fixed classifier, averaged over the centers:
+    ``-(1/P) sum_k sum_j t_kj log softmax(scale * (W z_k + b) + p)_j`` with z_k L2-normalized
+    first when ``normalize``, ``p`` the ``log_prior`` (None: 0) and t the one-hot targets ``ids``
+    smoothed by ``smooth`` (1: none; t = smooth on the class, (1 - smooth)/(K - 1) elsewhere, as
+    in the authors' code). W (K x C) and b get no gradient."""
+    w = weight.detach().to(centers)
+    if normalize:
+        centers = F.normalize(centers, dim=1)
+    logits = scale * centers @ w.T  # (the expression of the first CR runs, bitwise)
+    if bias is not None:
+        logits = logits + scale * bias.detach().to(centers)
+    if log_prior is not None:
+        logits = logits + log_prior.to(logits)
+    if smooth == 1.0:
+        return F.cross_entropy(logits, ids)
+    k = w.shape[0]
+    target = F.one_hot(ids, k).to(logits)
+    target = smooth * target + (1.0 - smooth) / (k - 1) * (1.0 - target)
+    return -(target * F.log_softmax(logits, dim=1)).sum() / target.sum()
+
+
 def center_collapse_loss(features, labels, etf, ignore_index: int = IGNORE_INDEX,
-                         scale: float = 1.0, normalize: bool = False) -> torch.Tensor:
+                         scale: float = 1.0, normalize: bool = False, log_prior=None) -> torch.Tensor:
     """The center-collapse loss of Zhong et al. (2023).
 
     ``etf``: the fixed K x C classifier W* (a tensor, or a module such as
     :class:`ncutils.etf.ETFClassifier` whose ``.weight`` is K x C). With z_k the centers of the P
     classes present (:func:`class_centers`), returns
 
-        -(1/P) sum_k log softmax(scale * W* z_k)_k,
+        -(1/P) sum_k log softmax(scale * W* z_k + p)_k,
 
     with ``normalize=True`` the centers are L2-normalized first (as in the authors' code; W* is used
-    as given, its rows are unit vectors for an ETF). A batch without labelled pixels gives 0 (still
-    attached to the graph). Differentiable w.r.t. ``features``; W* gets no gradient.
+    as given, its rows are unit vectors for an ETF), and ``p = log_prior`` a length-K tensor added to
+    the logits (the authors' logit adjustment, the log of a class prior; None: no term). A batch
+    without labelled pixels gives 0 (still attached to the graph). Differentiable w.r.t.
+    ``features``; W* gets no gradient.
     """
     features = _check_seg_features(features)
     w = _check_etf(etf, features.shape[1])
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    if log_prior is not None:
+        if not isinstance(log_prior, torch.Tensor) or log_prior.shape != (w.shape[0],) \
+                or not log_prior.is_floating_point() or not torch.isfinite(log_prior).all():
+            got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else type(log_prior).__name__
+            raise ValueError(f"log_prior must be None or a finite float tensor of length K = {w.shape[0]}, got {got}")
     centers, ids = class_centers(features, labels, w.shape[0], ignore_index)
     if len(ids) == 0:
         return features.sum() * 0.0
-    if normalize:
-        centers = F.normalize(centers, dim=1)
-    logits = scale * centers @ w.detach().to(centers).T
-    return F.cross_entropy(logits, ids)
+    return centers_cross_entropy(centers, ids, w, scale=scale, normalize=normalize, log_prior=log_prior)
 
 
 # ----------------------------------------------------------------------------- IoU
@@ -465,42 +493,73 @@ SEG_HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "cr_loss", "val_miou", "val_
 _SEG_REQUIRED = ("seed", "epochs", "batch_size", "lr", "lr_power", "momentum", "weight_decay",
                  "widths", "feature_dim", "crop", "flip", "cr_weight", "cr_dim", "cr_scale",
                  "cr_normalize", "cr_frozen", "eval_every", "n_train", "n_eval")
+_SEG_OPTIONAL = ("cr_head", "class_weighting", "ceco_dim", "ceco_gain_dim", "ceco_prior", "ceco_smooth",
+                 "ceco_dropout")  # chapter 4's later arms (ncutils.ceco checks their values)
 
 
 def _check_seg_config(cfg: dict) -> None:
+    from . import checks
+
     if not isinstance(cfg, dict):
         raise TypeError(f"config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in _SEG_REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"segmentation config is missing {missing}")
+    unknown = sorted(set(cfg) - set(_SEG_REQUIRED) - set(_SEG_OPTIONAL))
+    if unknown:
+        raise ValueError(f"segmentation config has unknown keys {unknown} "
+                         f"(known: {sorted(_SEG_REQUIRED + _SEG_OPTIONAL)})")
     for key in ("epochs", "batch_size", "feature_dim", "eval_every"):
         _check_int(f"config[{key!r}]", cfg[key], 1)
+    checks.check_seed(cfg["seed"], "config['seed']")
     for key in ("lr", "lr_power", "cr_scale"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] > 0:
-            raise ValueError(f"config[{key!r}] must be a number > 0, got {cfg[key]!r}")
-    for key in ("momentum", "weight_decay", "cr_weight"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not cfg[key] >= 0:
-            raise ValueError(f"config[{key!r}] must be a number >= 0, got {cfg[key]!r}")
+        checks.check_real(cfg[key], f"config[{key!r}]", 0.0, low_open=True)
+    checks.check_real(cfg["momentum"], "config['momentum']", 0.0, 1.0, high_open=True)
+    for key in ("weight_decay", "cr_weight"):
+        checks.check_real(cfg[key], f"config[{key!r}]", 0.0)
+    for key in ("flip", "cr_normalize", "cr_frozen"):
+        checks.check_bool(cfg[key], f"config[{key!r}]")
+    widths = cfg["widths"]
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)) or not widths:
+        raise ValueError(f"config['widths'] must be a non-empty list of channel counts, got {widths!r}")
+    for i, w in enumerate(widths):
+        _check_int(f"config['widths'][{i}]", w, 1)
     crop = cfg["crop"]
     if crop is not None and (not isinstance(crop, (list, tuple)) or len(crop) != 2
                              or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in crop)):
         raise ValueError(f"config['crop'] must be None or (height, width) in pixels, got {crop!r}")
     if cfg["cr_weight"] > 0 and cfg["cr_dim"] is None:
         raise ValueError("config['cr_weight'] > 0 needs config['cr_dim'] (the CR projection's width)")
-    for key in ("n_train", "n_eval"):
+    # Optional keys (absent in the first chapter-4 runs, whose configs must keep their hashes):
+    # cr_head "simple" (the 1x1 projection + ETF of SegUNet) or the authors' "ceco" / "cecol" head
+    # (ncutils.ceco), and class_weighting of the pixel cross entropy (None or "median_frequency").
+    if cfg.get("cr_head", "simple") not in ("simple", "ceco", "cecol"):
+        raise ValueError(f"config['cr_head'] must be 'simple', 'ceco' or 'cecol', got {cfg['cr_head']!r}")
+    if cfg.get("class_weighting") not in (None, "median_frequency"):
+        raise ValueError(f"config['class_weighting'] must be None or 'median_frequency', "
+                         f"got {cfg['class_weighting']!r}")
+    for key in ("n_train", "n_eval", "cr_dim"):
         if cfg[key] is not None:
             _check_int(f"config[{key!r}]", cfg[key], 1)
 
 
 def build_seg_model(cfg: dict, num_classes: int = 11) -> SegUNet:
     """The :class:`SegUNet` of a segmentation config (seeded by ``cfg['seed']``); the CR branch
-    exists only when ``cfg['cr_weight'] > 0``. The CR branch is created after the rest, so runs
-    with and without it start from the same network weights."""
+    exists only when ``cfg['cr_weight'] > 0``: SegUNet's own (``cr_head`` "simple", the default) or
+    the authors' head (``cr_head`` "ceco" / "cecol": :class:`ncutils.ceco.CecoHead` as the
+    submodule ``model.ceco``). Either branch is created after the rest, so runs with and without it
+    start from the same network weights."""
     torch.manual_seed(cfg["seed"])
     use_cr = cfg["cr_weight"] > 0
-    return SegUNet(num_classes, widths=tuple(cfg["widths"]), feature_dim=cfg["feature_dim"],
-                   cr_dim=cfg["cr_dim"] if use_cr else None, cr_seed=cfg["seed"],
-                   cr_frozen=bool(cfg["cr_frozen"]))
+    head = cfg.get("cr_head", "simple")
+    model = SegUNet(num_classes, widths=tuple(cfg["widths"]), feature_dim=cfg["feature_dim"],
+                    cr_dim=cfg["cr_dim"] if use_cr and head == "simple" else None, cr_seed=cfg["seed"],
+                    cr_frozen=bool(cfg["cr_frozen"]))
+    if use_cr and head != "simple":
+        from .ceco import build_ceco_head
+
+        model.ceco = build_ceco_head(cfg, cfg["feature_dim"], num_classes)
+    return model
 
 
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, crop, flip: bool,
@@ -592,10 +651,16 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
 
         bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "segment", unit="ep")
     use_cr, done_here = cfg["cr_weight"] > 0, 0
+    ceco_head = getattr(model, "ceco", None)
+    from .ceco import class_weights, dropout_generator
+
+    ce_weight = class_weights(cfg, k)
+    ce_weight = None if ce_weight is None else ce_weight.to(device)
     for epoch in range(start_epoch, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
+        drop_gen = dropout_generator(cfg["seed"], epoch)
         step = (epoch - 1) * len(batches)
         lr0, ce_sum, cr_sum, nb = _poly_lr(cfg, step, total_steps), 0.0, 0.0, 0
         for xb, yb in batches.epoch(epoch):
@@ -604,18 +669,28 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
             for group in opt.param_groups:
                 group["lr"] = _poly_lr(cfg, step, total_steps)
             logits, h = model.logits_and_features(x)
-            ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
-            loss = ce
-            if use_cr:
+            if ce_weight is None:
+                ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            else:
+                ce = F.cross_entropy(logits, y, weight=ce_weight, ignore_index=IGNORE_INDEX)
+            loss, parts = ce, {"cross-entropy loss": float(ce.detach())}
+            if use_cr and ceco_head is not None:
+                cr = ceco_head.loss(h, y, generator=drop_gen)
+                loss = ce + cfg["cr_weight"] * cr
+                parts["CR loss"] = float(cr.detach())
+            elif use_cr:
                 cr = model.cr_loss(h, y, scale=float(cfg["cr_scale"]), normalize=bool(cfg["cr_normalize"]))
                 loss = ce + cfg["cr_weight"] * cr
-                cr_sum += float(cr.detach())
+                parts["CR loss"] = float(cr.detach())
+            bad = [f"{name} {v}" for name, v in parts.items() if not math.isfinite(v)]
+            if bad:  # before the step: a NaN never reaches the weights or a checkpoint
+                raise FloatingPointError(f"training diverged at epoch {epoch}, step {step + 1} ("
+                                         f"{', '.join(bad)}); lower config['lr'] = {cfg['lr']}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            ce_sum, nb, step = ce_sum + float(ce.detach()), nb + 1, step + 1
-        if not math.isfinite(ce_sum):
-            raise FloatingPointError(f"training diverged at epoch {epoch}; lower config['lr'] = {cfg['lr']}")
+            ce_sum, cr_sum = ce_sum + parts["cross-entropy loss"], cr_sum + parts.get("CR loss", 0.0)
+            nb, step = nb + 1, step + 1
         row = {"epoch": epoch, "lr": lr0, "train_loss": ce_sum / nb, "cr_loss": cr_sum / nb if use_cr else math.nan,
                "val_miou": math.nan, "val_pixel_accuracy": math.nan}
         if epoch % cfg["eval_every"] == 0 or epoch == cfg["epochs"]:
@@ -642,7 +717,7 @@ def train_segmentation(run, cfg: dict, device=None, progress: Optional[bool] = N
     test = evaluate_segmentation(model, xte, yte, device=device, ncc=True)
     train_eval = evaluate_segmentation(model, xtr, ytr, device=device, ncc=True)
     results = [("train", "features", train_eval), ("test", "features", test)]
-    if use_cr:
+    if use_cr and model.cr_head is not None:
         results += [(split, "cr", evaluate_segmentation(model, xs, ys, device=device, branch="cr", ncc=True))
                     for split, xs, ys in (("train", xtr, ytr), ("test", xte, yte))]
     counts = torch.bincount(ytr[ytr != IGNORE_INDEX].long(), minlength=k)
@@ -683,6 +758,7 @@ def planned_runs(preset: str, sweep: bool = False, seeds: Optional[Sequence[int]
     the preset's ``lambda_sweep`` (the CR variant at each of its ``cr_weights``, variant names
     ``cr-lam<weight>``, by default on its own ``seeds``). The run manifest (:mod:`ncutils.jobs`)
     enumerates these too."""
+    from . import checks
     from . import config as _config
 
     exp = _config.get_preset("camvid_cr", preset)
@@ -692,9 +768,10 @@ def planned_runs(preset: str, sweep: bool = False, seeds: Optional[Sequence[int]
             raise ValueError(f"preset {preset!r} of camvid_cr defines no lambda_sweep")
         variants = [{"name": f"cr-lam{w:g}", "cr_weight": w} for w in lam["cr_weights"]]
         all_seeds = lam["seeds"]
+    seeds = checks.check_seeds(list(all_seeds) if seeds is None else seeds, "seeds")
     return [{"variant": variant["name"], "seed": seed, "label": seg_variant_label(variant, seed),
              "config": {**exp, **{k: v for k, v in variant.items() if k != "name"}, "seed": seed}}
-            for seed in (all_seeds if seeds is None else seeds) for variant in variants]
+            for seed in seeds for variant in variants]
 
 
 def run_segmentation(preset: str, force: bool = False, device=None, progress: Optional[bool] = None,
@@ -704,13 +781,25 @@ def run_segmentation(preset: str, force: bool = False, device=None, progress: Op
     ``{(variant name, seed): Run}``. ``only`` restricts to variant names, ``seeds`` to seeds.
 
     ``sweep=True`` runs the preset's ``lambda_sweep`` instead: the CR variant at each of its
-    ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``. The runs
-    are those of :func:`planned_runs`.
+    ``cr_weights`` (variant names ``cr-lam<weight>``), by default on its own ``seeds``.
+    ``force`` and ``sweep`` must be bools (a string is refused); a name of ``only`` that is no
+    variant is an error listing the variants; ``seeds`` must be integers >= 0. The runs are those
+    of :func:`planned_runs`.
     """
+    from . import checks
     from .store import load_or_run
 
+    force, sweep = checks.check_bool(force, "force"), checks.check_bool(sweep, "sweep")
+    plan = planned_runs(preset, sweep=sweep, seeds=seeds)
+    names = list(dict.fromkeys(p["variant"] for p in plan))
+    if only is not None:
+        only = [only] if isinstance(only, str) else list(only)
+        wrong = [o for o in only if o not in names]
+        if wrong or not only:
+            raise ValueError(f"only must be a list of variant names of camvid_cr{' (sweep)' if sweep else ''} "
+                             f"at preset {preset!r}: {wrong or only!r} matched nothing; valid choices: {names}")
     runs = {}
-    for p in planned_runs(preset, sweep=sweep, seeds=seeds):
+    for p in plan:
         if only is not None and p["variant"] not in only:
             continue
         cfg = p["config"]

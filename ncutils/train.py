@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from . import config as _config
 from .metrics import EXTRA_KEYS, METRIC_KEYS, ClassStats, metrics_from_stats, ncc_mismatch_count
 from .store import Run, atomic_write, load_or_run
@@ -80,29 +81,89 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
     """The flat config of one training run, picked out of an experiment preset.
 
     A preset's ``per_arch`` dict holds each architecture's own settings (lr, width, data size...).
+    Its ``seeds`` (the seeds a chapter trains with) and ``lr_sweep`` are not part of a run's config.
     """
     per_arch = experiment_cfg.get("per_arch", {})
     if arch not in per_arch:
         raise ValueError(f"the preset has no settings for arch {arch!r} (it has {sorted(per_arch)})")
-    cfg = {k: v for k, v in experiment_cfg.items() if k not in ("datasets", "archs", "per_arch", "lr_sweep")}
+    cfg = {k: v for k, v in experiment_cfg.items()
+           if k not in ("datasets", "archs", "per_arch", "lr_sweep", "seeds")}
     cfg.update(per_arch[arch], dataset=dataset, arch=arch, seed=seed, **overrides)
     return cfg
 
 
+# Keys a run config may hold besides _REQUIRED; any other key is refused (a typo would be ignored).
+# (``steps`` and ``K_A`` are read by chapter 5's wrapper, ncutils.minority, not by this loop.)
+_OPTIONAL = ("optimizer", "augment", "n_per_class", "test_per_class", "width", "feature_dim",
+             "classifier", "etf_bias", "counts", "compile", "amp", "snapshot_every", "oversample", "steps",
+             "K_A", "stem", "fixdim_block")  # stem, fixdim_block: checked by models.build_model
+
+
+def milestone_epochs(cfg: dict) -> list[int]:
+    """The epochs after which the lr is multiplied by ``lr_gamma``: ``lr_milestones`` entries are
+    epochs (ints) or fractions of ``epochs`` (floats in (0, 1), floored)."""
+    epochs, out = cfg["epochs"], []
+    if isinstance(cfg["lr_milestones"], (str, bytes)) or not isinstance(cfg["lr_milestones"], (list, tuple)):
+        raise ValueError(f"config['lr_milestones'] must be a list of epochs (ints) or fractions of "
+                         f"epochs (floats in (0, 1)), got {cfg['lr_milestones']!r}")
+    for i, m in enumerate(cfg["lr_milestones"]):
+        name = f"config['lr_milestones'][{i}]"
+        if isinstance(m, float):
+            out.append(int(checks.check_real(m, name, 0.0, 1.0, low_open=True, high_open=True) * epochs))
+        else:
+            out.append(checks.check_int(m, name))
+    if any(not 0 < m < epochs for m in out) or any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"config['lr_milestones'] = {list(cfg['lr_milestones'])!r} gives the epochs {out} "
+                         f"for epochs = {epochs}; they must increase strictly within 1..{epochs - 1}")
+    return out
+
+
 def _check_config(cfg: dict) -> None:
+    """Refuse a run config with a missing, unknown or invalid key, naming the key."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"run config is missing {missing}")
+    unknown = sorted(set(cfg) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise ValueError(f"run config has unknown keys {unknown} (known: {sorted(_REQUIRED + _OPTIONAL)})")
     for key in ("epochs", "batch_size", "n_snapshots"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"config[{key!r}] must be a positive integer, got {cfg[key]!r}")
-    if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
-        raise ValueError(f"config['lr'] must be a positive number, got {cfg['lr']!r}")
-    if not isinstance(cfg.get("compile", False), bool):
-        raise ValueError(f"config['compile'] must be True or False, got {cfg['compile']!r}")
-    every = cfg.get("snapshot_every")
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise ValueError(f"config['snapshot_every'] must be a positive integer or None, got {every!r}")
+    for key in ("dataset", "arch"):
+        if not isinstance(cfg[key], str):
+            raise ValueError(f"config[{key!r}] must be a string, got {cfg[key]!r}")
+    checks.check_real(cfg["lr"], "config['lr']", 0.0, low_open=True)
+    checks.check_real(cfg["lr_gamma"], "config['lr_gamma']", 0.0, 1.0, low_open=True)
+    checks.check_real(cfg["momentum"], "config['momentum']", 0.0, 1.0, high_open=True)
+    checks.check_real(cfg["weight_decay"], "config['weight_decay']", 0.0)
+    checks.check_seed(cfg["seed"], "config['seed']")
+    milestone_epochs(cfg)
+    for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every", "steps", "K_A"):
+        if cfg.get(key) is not None:
+            checks.check_int(cfg[key], f"config[{key!r}]", 1)
+    for key in ("compile", "etf_bias"):
+        checks.check_bool(cfg.get(key, False), f"config[{key!r}]")
+    if cfg.get("augment", False) is not False:
+        raise ValueError(f"config['augment'] must be False (this loop trains without augmentation), "
+                         f"got {cfg['augment']!r}")
+    checks.check_choice(cfg.get("optimizer", "sgd"), "config['optimizer']", ("sgd",))
+    checks.check_choice(cfg.get("classifier", "learned"), "config['classifier']", ("learned", "etf"))
+    amp = cfg.get("amp", "auto")
+    if not (amp is True or amp is False or amp == "auto"):
+        raise ValueError(f"config['amp'] must be True, False or 'auto', got {amp!r}")
+    counts = cfg.get("counts")
+    if counts is not None:
+        if isinstance(counts, (str, bytes)) or not isinstance(counts, (list, tuple)) or len(counts) < 2:
+            raise ValueError(f"config['counts'] must be a list of training samples per class, got {counts!r}")
+        for c, n in enumerate(counts):
+            if checks.check_int(n, f"config['counts'][{c}]") < 1:
+                raise ValueError(f"config['counts'][{c}] = {n}: every class needs at least one training "
+                                 "sample (a class without any has no classifier row, and its test "
+                                 "images would carry an unknown label)")
+        if cfg.get("n_per_class") is not None:
+            raise ValueError("config holds both 'counts' and 'n_per_class'; give one of them")
 
 
 def snapshot_set(cfg: dict) -> set:
@@ -130,23 +191,42 @@ def oversample(x: torch.Tensor, y: torch.Tensor, factors=None):
     return x[idx], y[idx]
 
 
+_CKPT_MAGIC = b"NCUTILS-CKPT-1\n"  # then the payload's sha256 (64 hex digits) and a newline
+
+
 def save_checkpoint(path: Path | str, state: dict) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
+    """``torch.save`` through a temporary file and an atomic rename, behind an integrity header:
+    ``NCUTILS-CKPT-1``, the sha256 of the payload, then the payload (a torch zip file)."""
+    import hashlib
     import io
 
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write(path, buf.getvalue())
+    payload = buf.getvalue()
+    atomic_write(path, _CKPT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a corrupt or truncated file is refused."""
+    """Load a checkpoint with ``weights_only=True`` after checking the sha256 in its header (torch
+    does not check the zip CRCs: a flipped bit would otherwise load silently). A damaged, corrupt or
+    truncated file is refused with :class:`CheckpointError`; a checkpoint without the header
+    (written by older code) is loaded as it is."""
+    import hashlib
+    import io
+
+    data = Path(path).read_bytes()
+    if data.startswith(_CKPT_MAGIC):
+        head = len(_CKPT_MAGIC)
+        digest, payload = data[head:head + 64].decode("ascii", "replace"), data[head + 65:]
+        if len(data) < head + 65 or hashlib.sha256(payload).hexdigest() != digest:
+            raise CheckpointError(f"checkpoint {path} is damaged (corrupt or truncated: its sha256 does "
+                                  "not match the one in its header, e.g. bit rot or a partial copy); "
+                                  "delete it to restart the run")
+        data = payload
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # zip, unpickling and EOF errors all mean the same thing here
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
+        raise CheckpointError(f"checkpoint {path} is damaged (corrupt or truncated) and cannot be loaded "
                               f"({type(err).__name__}: {err}); delete it to restart the run") from err
 
 
@@ -215,9 +295,10 @@ def _prepare(cfg: dict, device: torch.device):
     classifier = cfg.get("classifier", "learned")
     if classifier not in ("learned", "etf"):
         raise ValueError(f"config['classifier'] must be 'learned' or 'etf', got {classifier!r}")
+    arch_kw = {key: cfg[key] for key in ("stem", "fixdim_block") if key in cfg}  # resnet18 only
     model = models.build_model(cfg["arch"], num_classes=k, in_channels=x.shape[1], input_size=x.shape[-1],
                                width=cfg.get("width"), feature_dim=cfg.get("feature_dim"),
-                               classifier=classifier, etf_bias=cfg.get("etf_bias", False))
+                               classifier=classifier, etf_bias=cfg.get("etf_bias", False), **arch_kw)
     channels_last = device.type == "cuda" and x.ndim == 4
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
@@ -243,7 +324,7 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
     step_model = torch.compile(model) if cfg.get("compile") and device.type == "cuda" else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    milestones = [int(f * cfg["epochs"]) if isinstance(f, float) else int(f) for f in cfg["lr_milestones"]]
+    milestones = milestone_epochs(cfg)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_gamma"])
     snapshots = snapshot_set(cfg)
     ckpt_path, key = run.path / "checkpoint.pt", run.key
@@ -340,8 +421,8 @@ def planned_runs(experiment: str, preset: str, seed: int = 0) -> list[dict]:
     """Every training run of ``experiment`` at ``preset`` for one ``seed``, in the order
     :func:`run_experiment` trains them. Each is a dict: ``pair`` (dataset, arch), ``key`` (its key
     in :func:`run_experiment`'s result), ``lr`` (its rate in the pair's lr sweep, else None),
-    ``label`` and ``config`` (the run config, as hashed). The run manifest
-    (:mod:`ncutils.jobs`) enumerates these too, so the two cannot drift apart.
+    ``label`` and ``config`` (the run config, as hashed). The run manifest (:mod:`ncutils.jobs`)
+    enumerates these too, so the two cannot drift apart.
     """
     exp = _config.get_preset(experiment, preset)
     variants = exp.pop("variants", None)
@@ -373,16 +454,20 @@ def run_experiment(experiment: str, preset: str, seed: int = 0, force: bool = Fa
     at each of them and its entry is the run with the lowest final test error (see
     :func:`lr_sweep`); ``lrs`` restricts which of the sweep's rates are trained by this call (to
     spread a sweep over processes); the pair's entry is then left out until the whole sweep is
-    complete. Runs whose results are committed are loaded, never retrained (unless ``force``); an
-    interrupted run resumes from its checkpoint. The runs are those of :func:`planned_runs`.
+    complete. Runs whose results are committed are loaded, never retrained (unless ``force``, a
+    bool: see :func:`ncutils.store.load_or_run`); an interrupted run resumes from its checkpoint.
+    ``only``: the ``(dataset, arch)`` pairs to run; a pair that is not in the preset is an error.
+    The runs are those of :func:`planned_runs`.
     """
+    force, seed = checks.check_bool(force, "force"), checks.check_seed(seed, "seed")
     plan = planned_runs(experiment, preset, seed)
     pairs = list(dict.fromkeys(p["pair"] for p in plan))
     if only is not None:
-        unknown = [p for p in only if tuple(p) not in pairs]
-        if unknown:
-            raise ValueError(f"only={unknown!r} names no run of {experiment!r} at {preset!r}; "
-                             f"choose from {[':'.join(p) for p in pairs]}")
+        unknown = [p for p in only if not isinstance(p, (tuple, list)) or tuple(p) not in pairs]
+        if unknown or not only:
+            raise ValueError(f"only={list(only)!r} names no run of {experiment!r} at {preset!r} "
+                             f"({unknown or 'none given'} matched nothing); valid choices: "
+                             f"{', '.join(':'.join(p) for p in pairs)}")
     runs, swept = {}, set()
     for p in plan:
         dataset, arch = p["pair"]

@@ -98,9 +98,22 @@ def objective(W, H, b, lambda_W, lambda_H, lambda_b) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- closed form
-def _t_star(K: int, c: float) -> float:
+def _c(n: int, lam_w: float, lam_h: float) -> tuple[float, float]:
+    """(c, log c) for c = sqrt(n lambda_W lambda_H); log c from logs when the product underflows."""
+    c = math.sqrt(n * lam_w * lam_h)
+    if c > 0.0 and math.isfinite(c):
+        return c, math.log(c)
+    log_c = 0.5 * (math.log(n) + math.log(lam_w) + math.log(lam_h))
+    return math.exp(log_c), log_c
+
+
+def _t_star(K: int, c: float, log_c: float) -> float:
     """Optimal logit margin t = a s of the scalar problem; 0 when c = sqrt(n lW lH) >= 1/K."""
-    return 0.0 if K * c >= 1.0 else (K - 1) / K * math.log((1.0 - (K - 1) * c) / c)
+    if K * c >= 1.0:
+        return 0.0
+    if c > 0.0:
+        return (K - 1) / K * math.log((1.0 - (K - 1) * c) / c)
+    return (K - 1) / K * -log_c  # c underflowed to 0: log((1 - (K-1)c)/c) = -log c
 
 
 def closed_form_optimum(K: int, n: int, lambda_W: float, lambda_H: float) -> tuple[float, float]:
@@ -108,21 +121,23 @@ def closed_form_optimum(K: int, n: int, lambda_W: float, lambda_H: float) -> tup
 
     With c = sqrt(n lambda_W lambda_H): s = sqrt(lambda_W / (n lambda_H)) and
     ||w_k||^2 = sqrt(n lambda_H / lambda_W) (K-1)/K log((1 - (K-1) c) / c) if c < 1/K, else 0
-    (W = H = 0 is the minimizer; s is then reported as its limit). Valid for d >= K-1.
+    (W = H = 0 is the minimizer; s is then reported as its limit). Valid for d >= K-1. Lambdas
+    whose product underflows (below about 1e-160 each) are handled through log c.
     """
     K, n = _sizes(K, n)
     lam_w, lam_h = _lambdas(lambda_W, lambda_H)
-    c = math.sqrt(n * lam_w * lam_h)
-    return _t_star(K, c) * math.sqrt(n * lam_h / lam_w), math.sqrt(lam_w / (n * lam_h))
+    return _t_star(K, *_c(n, lam_w, lam_h)) * math.sqrt(n * lam_h / lam_w), math.sqrt(lam_w / (n * lam_h))
 
 
 def global_min_value(K: int, n: int, lambda_W: float, lambda_H: float) -> float:
     """f at the global minimizer: -log(1-(K-1)c) + (K-1) c log((1-(K-1)c)/c), or log K if c >= 1/K."""
     K, n = _sizes(K, n)
     lam_w, lam_h = _lambdas(lambda_W, lambda_H)
-    c = math.sqrt(n * lam_w * lam_h)
+    c, log_c = _c(n, lam_w, lam_h)
     if K * c >= 1.0:
         return math.log(K)
+    if c == 0.0:
+        return 0.0  # c log(1/c) -> 0 as c -> 0 (c below 1e-308 here)
     return -math.log1p(-(K - 1) * c) + (K - 1) * c * math.log((1.0 - (K - 1) * c) / c)
 
 
@@ -179,6 +194,9 @@ def _solve(K, n, d, lams, seed, method, init_scale, lr, max_iter, tol, dtype, de
     n_groups = K if groups is None else max(groups) + 1
     if start is None:
         start = init(n_groups, n, rank, seed=seed, scale=init_scale, dtype=dtype, device=device)
+    for name, x in zip(("W", "H", "b"), start):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"start contains NaN or infinite values (in {name})")
     params = [x.detach().clone().to(dtype=dtype, device=device).requires_grad_(True) for x in start]
 
     def loss_fn():
@@ -206,6 +224,9 @@ def _solve(K, n, d, lams, seed, method, init_scale, lr, max_iter, tol, dtype, de
         while it < max_iter and stalls < 3:
             loss = float(opt.step(closure).detach())  # f at the iterate this step started from
             before, it = it, opt.state[params[0]]["n_iter"]
+            if not (math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params)):
+                raise RuntimeError(f"L-BFGS diverged at iteration {it} (objective {loss}, or a "
+                                   "non-finite iterate)")
             if it == before:  # converged: max |gradient| <= tol at the start of this step
                 break
             report(it)

@@ -7,6 +7,7 @@ its config hash. Examples:
     python scripts/run_experiment.py camvid_cr --preset cpu --only cr --seeds 0 1
     python scripts/run_experiment.py minority_collapse --preset cpu --only fashionmnist:mlp:R10
     python scripts/run_experiment.py nc_ood --preset cpu --seeds 0 1 2
+    python scripts/run_experiment.py camvid_ceco --preset cpu --only ceco --seeds 0 1 2
     python scripts/run_experiment.py all --preset paper --list          # JSON lines, one per run
     python scripts/run_experiment.py all --preset paper --totals        # runs and GPU hours per chapter
     python scripts/run_experiment.py all --preset paper --matrix        # the GitHub Actions matrix
@@ -28,11 +29,11 @@ parser.add_argument("experiment")
 parser.add_argument("--preset", default="cpu")
 parser.add_argument("--seed", type=int, default=0, help="seed of a classification experiment")
 parser.add_argument("--seeds", type=int, nargs="*", default=None,
-                    help="camvid_cr, nc_ood: seeds to run (default: the preset's)")
+                    help="camvid_cr, camvid_ceco, nc_ood: seeds to run (default: the preset's)")
 parser.add_argument("--only", nargs="*", default=None,
                     help="dataset:arch pairs to run, for camvid_cr variant names, for minority_collapse "
                          "dataset:arch:variant triples, or 'model' for its Layer-Peeled Model sweep, "
-                         "for nc_ood arm names (default all)")
+                         "for camvid_ceco and nc_ood arm names (default all)")
 parser.add_argument("--sweep", action="store_true", help="camvid_cr: the preset's lambda sweep")
 parser.add_argument("--lrs", type=float, nargs="*", default=None,
                     help="only these learning rates of a pair's lr sweep (to spread it over processes)")
@@ -96,6 +97,12 @@ elif args.experiment == "camvid_cr":
 
     runs = seg.run_segmentation(args.preset, force=args.force, only=args.only, seeds=args.seeds,
                                 sweep=args.sweep)
+elif args.experiment == "camvid_ceco":
+    runs = ceco.run_ceco(args.preset, force=args.force, only=args.only, seeds=args.seeds)
+elif args.experiment == "camvid_ceco":
+    from ncutils import ceco
+
+    runs = ceco.run_ceco(args.preset, force=args.force, only=args.only, seeds=args.seeds)
 elif args.experiment == "nc_ood":
     from ncutils import ood_train
 

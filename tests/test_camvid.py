@@ -146,6 +146,7 @@ def synth(tmp_path, monkeypatch):
         (tmp_path / rel).write_bytes(payload)
     manifest = {rel: hashlib.sha256(payload).hexdigest() for rel, payload in files.items()}
     monkeypatch.setattr(D, "camvid_manifest", lambda: manifest)
+    monkeypatch.setenv("NCUTILS_NO_DOWNLOAD", "1")  # a missing file is an error here, not a download
     return tmp_path, names, np.stack(frames), np.stack(maps), manifest
 
 

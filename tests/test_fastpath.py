@@ -129,7 +129,7 @@ def test_short_training_run_equals_a_dataloader_loop_fed_by_hand(real_data, tmp_
     model, x, y, _, _, _ = train._prepare(cfg, torch.device("cpu"))  # same seed: same init, same data
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
-    milestones = [int(f * cfg["epochs"]) for f in cfg["lr_milestones"]]
+    milestones = train.milestone_epochs(cfg)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_gamma"])
     for epoch in range(1, cfg["epochs"] + 1):
         gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)  # the documented order

@@ -54,13 +54,21 @@ def test_fixed_classifier_stays_bitwise_fixed_through_train(real_data, results_d
         {k: v for k, v in config.get_preset("fixed_etf", "smoke").items() if k not in ("variants", "memory")},
         "mnist", "resnet18", seed=0, classifier="etf", feature_dim=K, n_per_class=3, test_per_class=2,
         epochs=2, n_snapshots=1)
+    assert (cfg["stem"], cfg["fixdim_block"]) == ("imagenet", "authors") and "seeds" not in cfg
     run = Run("fixed_etf", "smoke", cfg, label="etf-test")
     summary = train.train(run, cfg, device="cpu", progress=False)
     state = train.load_checkpoint(run.path / "checkpoint.pt")["model"]
     assert torch.equal(state["classifier.weight"], simplex_etf(K, K).T.contiguous())
     assert summary["trainable_parameters"] == summary["parameters"]  # the ETF weight is a buffer
-    fresh = build_variant("resnet18", "etf", feature_dim=K, width=cfg["width"])
+    fresh = build_variant("resnet18", "etf", feature_dim=K, width=cfg["width"], stem="imagenet")
     assert any(not torch.equal(state[name], p) for name, p in fresh.named_parameters())
+    # the network trained is the authors' one: 7x7 stem; last block conv1 8w -> 8w, conv2 8w -> K
+    w8 = 8 * cfg["width"]
+    assert state["backbone.0.weight"].shape == (cfg["width"], 1, 7, 7)
+    last = max(int(k.split(".")[1]) for k in state if k.startswith("backbone.") and ".body." in k)
+    assert state[f"backbone.{last}.body.0.weight"].shape == (w8, w8, 3, 3)
+    assert state[f"backbone.{last}.body.3.weight"].shape == (K, w8, 3, 3)
+    assert state[f"backbone.{last}.shortcut.0.weight"].shape == (K, w8, 1, 1)
 
 
 def test_presets_cross_classifier_with_feature_dim():
@@ -85,3 +93,28 @@ def test_paper_preset_is_the_published_protocol():
                            "resnet18", 0, **p["variants"][3])
     assert (cfg["lr"], cfg["width"], cfg["classifier"], cfg["feature_dim"]) == (0.05, 64, "etf", K)
     assert p["memory"]["width"] == 64 and 128 in p["memory"]["batch_sizes"]
+
+
+@pytest.mark.parametrize("d", [K, 512])
+def test_etf_weight_is_the_authors_matrix(d):
+    """tding1/Neural-Collapse: W = sqrt(K/(K-1)) (I - 11^T/K), rows scaled to mean squared norm 1,
+    times eye(K, 512) when d = 512 (the ETF in the first K feature coordinates)."""
+    w = torch.sqrt(torch.tensor(K / (K - 1))) * (torch.eye(K) - torch.ones(K, K) / K)
+    w = w / torch.sqrt(torch.norm(w, "fro") ** 2 / K)
+    if d != K:
+        w = w @ torch.eye(K, d)
+    torch.testing.assert_close(ETFClassifier(d, K).weight, w, atol=1e-6, rtol=0)
+
+
+def test_cpu_preset_seeds_full_test_sets_and_the_authors_network():
+    exp = config.get_preset("fixed_etf", "cpu")
+    assert tuple(exp["seeds"]) == (0, 1, 2) and exp["test_per_class"] is None
+    assert exp["stem"] == "imagenet" and exp["fixdim_block"] == "authors"
+    assert all(v.get("etf_bias") for v in exp["variants"] if v["classifier"] == "etf")  # as fc_bias=True
+    base = {k: v for k, v in exp.items() if k not in ("variants", "memory")}
+    cfgs = [train.run_config(base, "mnist", "resnet18", s, **exp["variants"][3]) for s in exp["seeds"]]
+    assert all("seeds" not in c for c in cfgs) and [c["seed"] for c in cfgs] == [0, 1, 2]
+    assert len({config.config_hash(c) for c in cfgs}) == 3
+    mem = config.get_preset("fixed_etf", "cpu")["memory"]
+    assert set(mem["stems"]) == {"cifar", "imagenet"} and (3, 32) in [tuple(i) for i in mem["inputs"]]
+    assert [v["fixdim_block"] for v in mem["extra_variants"]] == ["both"]

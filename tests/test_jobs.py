@@ -71,6 +71,7 @@ CHAPTER_CALLS = {
     "camvid_cr": _chapter_04,
     "minority_collapse": _chapter_05,
     "nc_ood": _chapter_06,
+    "camvid_ceco": lambda p: __import__("ncutils.ceco").ceco.run_ceco(p),
 }
 
 
@@ -104,7 +105,7 @@ def test_manifest_hashes_equal_the_runs_the_chapter_loads(experiment, preset, mo
 
 def test_paper_manifest_counts_and_records():
     paper = jobs.all_jobs("paper")
-    by_exp = {e: [j for j in paper if j.experiment == e] for e in jobs.registered()}
+    by_exp = {e: jobs.experiment_jobs(e, "paper") for e in jobs.registered()}
     exp = config.get_preset("terminal_phase", "paper")
     sweeps = sum(len(exp["lr_sweep"].get(f"{d}:{a}", [None])) for d in exp["datasets"] for a in exp["archs"])
     assert len(by_exp["terminal_phase"]) == sweeps * len(_seeds("terminal_phase", "paper"))

@@ -98,37 +98,45 @@ def test_fixed_etf_weight_is_stored_but_not_trained():
 
 # ----------------------------------------------------------------------------- parameter counts
 
-def _block(cin, cout, stride):
-    n = 9 * cin * cout + 2 * cout + 9 * cout * cout + 2 * cout
+def _block(cin, cout, stride, mid=None):
+    mid = cout if mid is None else mid
+    n = 9 * cin * mid + 2 * mid + 9 * mid * cout + 2 * cout
     if stride != 1 or cin != cout:
         n += cin * cout + 2 * cout
     return n
 
 
-def _resnet18_by_hand(c, w, k, d=None, classifier="learned"):
+def _resnet18_by_hand(c, w, k, d=None, classifier="learned", block="authors", stem="cifar", etf_bias=False):
     d = 8 * w if d is None else d
-    n, cin = 9 * c * w + 2 * w, w
+    n, cin = (9 if stem == "cifar" else 49) * c * w + 2 * w, w
     for stage, (ws, stride) in enumerate(zip([w, 2 * w, 4 * w, 8 * w], [1, 2, 2, 2])):
         last = d if stage == 3 else ws
-        n += _block(cin, ws, stride) + _block(ws, last, 1)
+        n += _block(cin, ws, stride) + _block(ws, last, 1, mid=ws if block == "authors" else None)
         cin = last
-    return n + (d * k + k if classifier == "learned" else 0)
+    return n + (d * k + k if classifier == "learned" else (k if etf_bias else 0))
 
 
-@pytest.mark.parametrize("c,w,d,clf", [(3, 64, None, "learned"), (1, 64, None, "learned"),
-                                       (1, 64, 10, "learned"), (1, 64, 10, "etf"), (3, 64, 10, "etf"),
-                                       (1, 8, None, "etf"), (1, 8, 10, "learned")])
-def test_resnet18_parameter_counts_match_hand_counts(c, w, d, clf):
-    model = build_variant("resnet18", clf, feature_dim=d, width=w, in_channels=c, input_size=28)
+@pytest.mark.parametrize("c,w,d,clf,block,stem", [
+    (3, 64, None, "learned", "authors", "cifar"), (1, 64, None, "learned", "authors", "imagenet"),
+    (1, 64, 10, "learned", "authors", "cifar"), (1, 64, 10, "etf", "authors", "imagenet"),
+    (3, 64, 10, "etf", "both", "cifar"), (3, 64, 10, "learned", "both", "imagenet"),
+    (1, 8, None, "etf", "authors", "cifar"), (1, 8, 10, "learned", "authors", "imagenet")])
+def test_resnet18_parameter_counts_match_hand_counts(c, w, d, clf, block, stem):
+    model = build_variant("resnet18", clf, feature_dim=d, width=w, in_channels=c, input_size=28,
+                          fixdim_block=block, stem=stem, etf_bias=clf == "etf")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == _resnet18_by_hand(c, w, 10, d, clf)
+    assert trainable == _resnet18_by_hand(c, w, 10, d, clf, block, stem, etf_bias=clf == "etf")
 
 
 def test_resnet18_cifar_count_is_the_well_known_one():
     # the CIFAR ResNet18 (3x3 stem, width 64, 10 classes) has 11,173,962 parameters
     assert _resnet18_by_hand(3, 64, 10) == 11_173_962
-    # with d = K the last block shrinks 512 -> 10 channels (with a 1x1 shortcut) and the classifier is K x K
-    assert _resnet18_by_hand(3, 64, 10, d=10) == 11_173_962 - 4_720_640 + 52_160 - 5_130 + 110
+    # the authors' d = K: conv2 of the last block 3x3 512 -> 10 (+ BN), a 1x1 512 -> 10 shortcut (+ BN),
+    # a K x K classifier: 20.7% fewer parameters ("over 20%")
+    assert _resnet18_by_hand(3, 64, 10, d=10) == 11_173_962 - (9 * 512 * 512 + 1024) + (9 * 512 * 10 + 20) \
+        + (512 * 10 + 20) - 5_130 + 110 == 8_859_862
+    # both 3x3 convolutions shrunk (the book's earlier construction)
+    assert _resnet18_by_hand(3, 64, 10, d=10, block="both") == 6_500_462
 
 
 # ----------------------------------------------------------------------------- tables
@@ -142,7 +150,7 @@ def test_memory_table_and_relative_savings():
     assert rel.loc[0, "total_bytes"] == 0.0
     expect = 1 - table.loc[1, "trainable_params"] / table.loc[0, "trainable_params"]
     assert rel.loc[1, "trainable_params"] == pytest.approx(expect)
-    assert rel.loc[1, "param_bytes"] > 0.2
+    assert rel.loc[1, "param_bytes"] == pytest.approx(expect) and expect > 0  # all float32
 
 
 def test_saved_activations_are_affine_in_the_batch_size():
@@ -217,6 +225,48 @@ def test_script_stores_the_table_with_provenance(results_dir, capsys):
     assert info["config"]["device"] == "cpu" and info["device"].startswith("CPU")
     assert info["commit"] and info["torch"] == torch.__version__
     table = pd.read_csv(run_dir / "memory.csv")
-    assert len(table) == 8 and table["cuda_peak_bytes"].isna().all()
+    assert len(table) == 2 * 2 * 5 and table["cuda_peak_bytes"].isna().all()  # stems x batches x variants
+    assert set(table["stem"]) == {"cifar", "imagenet"} and (table["variant"] == "etf, d=10, both convs").sum() == 4
     assert (table["total_bytes"] > 0).all()
     assert "relative saving" in capsys.readouterr().out
+
+
+def test_memory_table_both_stems_and_the_both_convs_row():
+    variants = [{"classifier": "learned", "feature_dim": None},
+                {"classifier": "etf", "feature_dim": 10, "etf_bias": True},
+                {"classifier": "etf", "feature_dim": 10, "etf_bias": True, "fixdim_block": "both"}]
+    table = memory.memory_table(variants, width=4, inputs=((3, 32),), batch_sizes=(2,), warmup_steps=0,
+                                stems=("cifar", "imagenet"))
+    assert list(table["stem"]) == ["cifar"] * 3 + ["imagenet"] * 3
+    assert list(table["variant"][:3]) == ["learned, d=32", "etf, d=10", "etf, d=10, both convs"]
+    for stem, part in table.groupby("stem"):
+        want = [_resnet18_by_hand(3, 4, 10, None, "learned", stem=stem),
+                _resnet18_by_hand(3, 4, 10, 10, "etf", stem=stem, etf_bias=True),
+                _resnet18_by_hand(3, 4, 10, 10, "etf", block="both", stem=stem, etf_bias=True)]
+        assert list(part["trainable_params"]) == want
+    by = table.set_index(["stem", "variant"])["saved_bytes"]
+    # 7x7 stride 2 + max-pool: the stages run at 1/16 of the pixels, so far fewer saved activations
+    assert by["imagenet", "learned, d=32"] < by["cifar", "learned, d=32"] / 4
+    rel = relative_savings(table)
+    assert (rel.groupby("stem")["total_bytes"].first() == 0.0).all()  # baseline per stem
+    with pytest.raises(ValueError, match="stems"):
+        memory.memory_table(variants, stems="cifar")
+    with pytest.raises(ValueError, match="stems"):
+        memory.memory_table(variants, stems=("resnet",))
+    with pytest.raises(ValueError, match="batch_sizes"):
+        memory.memory_table(variants, batch_sizes=(1, 8), stems=("cifar", "imagenet"))
+
+
+def test_cpu_byte_counts_do_not_depend_on_warmup():
+    """Why the CPU measurement skips the warmup step: every byte column is the same without it."""
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4) % 10
+    cols = ("trainable_params", "param_bytes", "fixed_bytes", "grad_bytes", "optimizer_bytes", "saved_bytes",
+            "total_bytes")
+    got = []
+    for warmup in (0, 1):
+        model = build_variant("resnet18", "etf", feature_dim=10, width=2, stem="imagenet", etf_bias=True)
+        out = measure_training_step(model, (x, y), _sgd(), warmup_steps=warmup)
+        got.append(tuple(out[c] for c in cols))
+    assert got[0] == got[1] and got[0][4] == got[0][1]  # momentum bytes = parameter bytes already
+    assert memory.memory_config("cpu", "cpu")["warmup_steps"] == 0
+    assert memory.memory_config("cpu", "cuda")["warmup_steps"] == 1

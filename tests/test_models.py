@@ -60,15 +60,17 @@ def bn(c):
     return 2 * c
 
 
-def block(cin, cout, stride=1):
+def block(cin, cout, stride=1, mid=None):
+    mid = cout if mid is None else mid
     shortcut = conv(1, cin, cout) + bn(cout) if stride != 1 or cin != cout else 0
-    return conv(3, cin, cout) + bn(cout) + conv(3, cout, cout) + bn(cout) + shortcut
+    return conv(3, cin, mid) + bn(mid) + conv(3, mid, cout) + bn(cout) + shortcut
 
 
-def resnet18_count(in_channels, num_classes, d, w=64):
-    """Hand count: cifar stem, stages w..8w, last block w8 -> d, Linear(d, K)."""
+def resnet18_count(in_channels, num_classes, d, w=64, both=False):
+    """Hand count: cifar stem, stages w..8w, last block 8w -> d (conv1 8w -> 8w unless ``both``),
+    Linear(d, K)."""
     blocks = [(w, w), (w, w), (w, 2 * w, 2), (2 * w, 2 * w), (2 * w, 4 * w, 2), (4 * w, 4 * w),
-              (4 * w, 8 * w, 2), (8 * w, d)]
+              (4 * w, 8 * w, 2), (8 * w, d, 1, None if both else 8 * w)]
     return conv(3, in_channels, w) + bn(w) + sum(block(*b) for b in blocks) + d * num_classes + num_classes
 
 
@@ -81,6 +83,41 @@ def test_resnet18_feature_dim_trick():
     assert model.backbone[-3].body[0].out_channels == 512  # the block before keeps 8 * width
     h = model.forward_features(torch.randn(2, 3, 32, 32))
     assert h.shape == (2, 10)
+
+
+def _convs(block):
+    return [(m.in_channels, m.out_channels, m.kernel_size) for m in block.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_resnet18_d_equals_k_is_the_authors_block_by_default(stem):
+    """Zhu et al.'s ``ResNet(fixdim=K)`` (tding1/Neural-Collapse, models/resnet.py) changes only the
+    last BasicBlock: conv1 3x3 512 -> 512 + BN, conv2 3x3 512 -> K + BN(K), shortcut 1x1 512 -> K + BN(K)."""
+    kw = dict(num_classes=10, in_channels=3, input_size=32, width=64, stem=stem)
+    authors = build_model("resnet18", feature_dim=10, **kw)
+    full = build_model("resnet18", **kw)
+    both = build_model("resnet18", feature_dim=10, fixdim_block="both", **kw)
+    assert _convs(authors.backbone[-2]) == [(512, 512, (3, 3)), (512, 10, (3, 3)), (512, 10, (1, 1))]
+    assert [m.num_features for m in authors.backbone[-2].modules() if isinstance(m, nn.BatchNorm2d)] == [512, 10, 10]
+    assert _convs(both.backbone[-2]) == [(512, 10, (3, 3)), (10, 10, (3, 3)), (512, 10, (1, 1))]
+    assert _convs(full.backbone[-2]) == [(512, 512, (3, 3)), (512, 512, (3, 3))]  # identity shortcut
+    for other in (authors, both):  # everything before the last block is the same network
+        assert [tuple(p.shape) for p in other.backbone[:-2].parameters()] == \
+            [tuple(p.shape) for p in full.backbone[:-2].parameters()]
+    stem_extra = 0 if stem == "cifar" else (49 - 9) * 3 * 64  # 7x7 instead of 3x3 stem conv
+    assert count_parameters(authors) == 8_859_862 + stem_extra
+    assert count_parameters(full) == 11_173_962 + stem_extra
+    assert count_parameters(both) == 6_500_462 + stem_extra == resnet18_count(3, 10, 10, both=True) + stem_extra
+    x = torch.randn(2, 3, 32, 32)
+    assert authors.forward_features(x).shape == both.forward_features(x).shape == (2, 10)
+
+
+def test_resnet18_issue_counts():
+    """The counts of issue 12 (3x3 stem, CIFAR-10 input, K = 10, learned classifier)."""
+    kw = dict(num_classes=10, in_channels=3, input_size=32, width=64)
+    assert count_parameters(build_model("resnet18", feature_dim=10, **kw)) == 8_859_862
+    assert count_parameters(build_model("resnet18", **kw)) == 11_173_962
+    assert count_parameters(build_model("resnet18", feature_dim=10, fixdim_block="both", **kw)) == 6_500_462
 
 
 def test_param_counts_match_torchvision():
@@ -133,6 +170,10 @@ def test_bad_input_refused():
         build_model("resnet18", stem="tiny")
     with pytest.raises(ValueError, match="stem"):
         build_model("cnn", stem="imagenet")
+    with pytest.raises(ValueError, match="fixdim_block"):
+        build_model("resnet18", feature_dim=10, fixdim_block="first")
+    with pytest.raises(ValueError, match="fixdim_block"):
+        build_model("vgg11", feature_dim=10, fixdim_block="both")
     with pytest.raises(ValueError, match="depth"):
         build_model("vgg11", depth=3)
     with pytest.raises(ValueError, match="width"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncutils import config, metrics, ood, ood_model, ood_train, store
+from ncutils import config, metrics, ood, ood_model, ood_train, store, train
 
 
 # ----------------------------------------------------------------------------- entropy regularizer
@@ -73,7 +73,7 @@ def test_projector_weights_unchanged_after_the_training_loop(real_data, results_
     run = store.Run("nc_ood", "smoke", cfg, "proj-test")
     out = ood_train.train_ood(run, cfg, device="cpu", progress=False, stop_after=1)
     assert out == {"complete": False, "epochs_done": 1}
-    state = torch.load(run.path / "checkpoint.pt", weights_only=True)
+    state = train.load_checkpoint(run.path / "checkpoint.pt")  # checks the sha256 header
     d = 8 * cfg["width"]
     assert torch.equal(state["model"]["projector.weight1"], ood_model.etf_projector_weight(4 * d, d, c=d))
     assert torch.equal(state["model"]["projector.weight2"], ood_model.etf_projector_weight(d, 4 * d, c=d))

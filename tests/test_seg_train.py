@@ -14,7 +14,7 @@ from ncutils.train import load_checkpoint
 def tiny_seg_config(**kw):
     """A seconds-long CamVid config built from the camvid_cr smoke preset (CR branch on)."""
     cfg = config.get_preset("camvid_cr", "smoke")
-    cfg.pop("variants"), cfg.pop("seeds")
+    cfg.pop("variants"), cfg.pop("seeds"), cfg.pop("lambda_sweep")
     cfg.update(seed=5, widths=(4,), feature_dim=12, cr_dim=12, crop=(32, 48), batch_size=2, epochs=2,
                n_train=4, n_eval=2, eval_every=1, cr_weight=0.5)
     cfg.update(kw)

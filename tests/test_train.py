@@ -36,8 +36,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(real_data, tmp_pa
     a, b = straight.table("history"), parts.table("history")
     cols = [c for c in a.columns if c != "epoch_seconds"]
     assert a[cols].equals(b[cols])
-    sa = torch.load(straight.path / "checkpoint.pt", weights_only=True)["model"]
-    sb = torch.load(parts.path / "checkpoint.pt", weights_only=True)["model"]
+    sa = train.load_checkpoint(straight.path / "checkpoint.pt")["model"]
+    sb = train.load_checkpoint(parts.path / "checkpoint.pt")["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -72,7 +72,7 @@ def test_fixed_etf_classifier_run_keeps_the_classifier_bitwise(real_data, tmp_pa
     cfg = tiny_config(classifier="etf", epochs=2)
     run = Run("t", "smoke", cfg, root=tmp_path)
     summary = train.train(run, cfg, progress=False)
-    state = torch.load(run.path / "checkpoint.pt", weights_only=True)["model"]
+    state = train.load_checkpoint(run.path / "checkpoint.pt")["model"]
     from ncutils.etf import ETFClassifier
 
     assert torch.equal(state["classifier.weight"], ETFClassifier(32, 10).weight)

@@ -1,0 +1,186 @@
+"""The state of the book, computed from the committed runs: which presets of each chapter have runs,
+what the runs say about the chapter's claim, what is pending, and the compute spent.
+
+Used by the status page (``status.py``) and, through glue, by the introduction. Nothing here is
+typed by hand: every verdict is computed from ``run.json`` files and the runs' small tables, with
+the criterion stated next to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import config, store
+from .plotting import short_device
+
+__all__ = ["CHAPTERS", "chapter_runs", "chapter_state", "status_frame", "runs_frame"]
+
+# doc, short title, experiment (config.PRESETS key) in book order
+CHAPTERS = (
+    ("chapters/01_terminal_phase", "1. NC1-NC4 in the terminal phase", "terminal_phase"),
+    ("chapters/02_ufm_landscape", "2. UFM landscape", "ufm"),
+    ("chapters/03_fixed_etf", "3. Fixed ETF classifier, d = K", "fixed_etf"),
+    ("chapters/04_segmentation_cr", "4. Segmentation and the CR loss", "camvid_cr"),
+)
+
+
+def chapter_runs(experiment: str, runs=None) -> dict:
+    """``{preset: [Run, ...]}`` of the committed (non-smoke) runs of ``experiment``, oldest first."""
+    runs = store.list_runs() if runs is None else runs
+    out = {}
+    for run in runs:
+        if run.experiment == experiment:
+            out.setdefault(run.preset, []).append(run)
+    return out
+
+
+def _paired_t(diff) -> tuple:
+    from scipy import stats
+
+    diff = np.asarray(diff, dtype=float)
+    n = len(diff)
+    if n < 2 or diff.std(ddof=1) == 0:
+        return float(diff.mean()), float("nan")
+    t = diff.mean() / (diff.std(ddof=1) / math.sqrt(n))
+    return float(diff.mean()), float(2 * stats.t.sf(abs(t), df=n - 1))
+
+
+def _terminal_phase(runs) -> tuple:
+    """Chapter 1's criterion (issue 11): the training error reaches zero and stays there, NC1 falls
+    at least 10x within that phase, and the NCC mismatch ends below 1%."""
+    from .train import tpt_summary
+
+    n, stable, collapsed = 0, 0, 0
+    for run in runs:
+        n += 1
+        s = tpt_summary(run.table("history"))
+        if s["tpt_stable_epoch"] is None:
+            continue
+        stable += 1
+        collapsed += s["nc1_drop"] >= 10 and s["ncc_mismatch_end"] < 0.01
+    word = "holds" if n and stable == collapsed == n else "partly" if collapsed else "does not hold"
+    return word, (f"training error stays zero to the end in {stable} of {n} runs; within that phase NC1 "
+                  f"falls at least 10x and the NCC mismatch ends below 1% in {collapsed} of {n}")
+
+
+def _ufm(runs) -> tuple:
+    run = runs[-1]
+    seeds, hess = run.table("seeds"), run.table("hessian")
+    saddles = hess[~hess.point.str.startswith("global")]
+    reached = int((seeds.gap.abs() < 1e-9).sum())
+    strict = int((saddles.min_eig < -1e-5).sum())
+    ok = reached == len(seeds) and strict == len(saddles)
+    return ("holds" if ok else "deviates",
+            f"{reached} of {len(seeds)} random starts reach the closed-form optimum (within 1e-9); "
+            f"{strict} of {len(saddles)} constructed critical points are strict saddles")
+
+
+def _fixed_etf(runs, tolerance: float = 0.02) -> tuple:
+    err, saving = {}, []
+    for run in runs:
+        cfg, summ = run.info["config"], run.info["summary"]
+        if "final_test_error" in summ:
+            err[(cfg.get("dataset"), cfg.get("classifier"), cfg.get("feature_dim"))] = summ["final_test_error"]
+        saving += [v for k, v in summ.items() if k.startswith("total_saving")]
+    parts, worst = [], -1.0
+    for ds in sorted({k[0] for k in err}):
+        base, etf = err.get((ds, "learned", None)), err.get((ds, "etf", 10))
+        if base is None or etf is None:
+            continue
+        worst = max(worst, etf - base)
+        parts.append(f"{ds}: test error {100 * etf:.1f}% (fixed ETF, d = K) vs {100 * base:.1f}% (learned)")
+    if not parts:
+        return "pending", "no pair of learned / fixed-ETF runs yet"
+    text = "; ".join(parts)
+    if saving:
+        text += f"; memory saved at batch 128: {100 * min(saving):.0f}-{100 * max(saving):.0f}%"
+    word = "holds" if worst <= tolerance else "deviates"
+    return word, text + f" (criterion: at most {100 * tolerance:.0f} points more error)"
+
+
+def _camvid_cr(runs) -> tuple:
+    by_label = {run.label: run for run in runs}
+    pairs = [(by_label[f"baseline-s{s}"], by_label[f"cr-s{s}"]) for s in range(100)
+             if f"baseline-s{s}" in by_label and f"cr-s{s}" in by_label]
+    if not pairs:
+        return "pending", "no pair of baseline / CR runs yet"
+    gaps = []
+    for base, _ in pairs:
+        col = base.table("collapse").query("split == 'train' and branch == 'features'")
+        gaps.append(float(col["maxangle_means"].iloc[0]))
+    d_miou = [c.info["summary"]["test_miou"] - b.info["summary"]["test_miou"] for b, c in pairs]
+    d_rare = [c.info["summary"]["test_rare_miou"] - b.info["summary"]["test_rare_miou"] for b, c in pairs]
+    m1, p1 = _paired_t(d_miou)
+    m2, p2 = _paired_t(d_rare)
+    diagnosis = min(gaps) > 0.05
+    significant = (not math.isnan(p1) and p1 < 0.05) or (not math.isnan(p2) and p2 < 0.05)
+    word = ("diagnosis holds; " if diagnosis else "diagnosis deviates; ") + \
+        ("remedy significant" if significant else "remedy not significant")
+    fmt_p = lambda p: "no test" if math.isnan(p) else f"p = {p:.2g}"  # noqa: E731
+    return word, (f"centers far from an ETF (max-angle gap ≥ {min(gaps):.2f}, 0 for an ETF); CR minus "
+                  f"baseline over {len(pairs)} seeds: mIoU {m1:+.3f} ({fmt_p(p1)}), minor classes "
+                  f"{m2:+.3f} ({fmt_p(p2)}; paired t-test)")
+
+
+VERDICTS = {"terminal_phase": _terminal_phase, "ufm": _ufm, "fixed_etf": _fixed_etf, "camvid_cr": _camvid_cr}
+
+
+def chapter_state(experiment: str, runs=None) -> list:
+    """One dict per preset (``cpu``, ``paper``) of ``experiment``: runs, compute, verdict or pending."""
+    by_preset = chapter_runs(experiment, runs)
+    rows = []
+    for preset in config.PRESETS[experiment]:
+        if preset == "smoke":
+            continue
+        got = by_preset.get(preset, [])
+        hours = sum(float(r.info["wall_seconds"]) for r in got) / 3600
+        if not got:
+            where = "a GPU" if preset == "paper" else "a CPU run"
+            rows.append({"preset": preset, "runs": 0, "compute (h)": 0.0, "verdict": "pending",
+                         "what the runs show": f"{preset} preset: pending {where}"})
+            continue
+        try:
+            word, text = VERDICTS[experiment](got)
+        except (KeyError, FileNotFoundError, ValueError) as e:  # a run without the table a verdict needs
+            word, text = "not computed", f"{type(e).__name__}: {e}"
+        devices = sorted({short_device(r.info["device"]) for r in got})
+        rows.append({"preset": preset, "runs": len(got), "compute (h)": round(hours, 2), "verdict": word,
+                     "what the runs show": text + f" [{', '.join(devices)}]"})
+    return rows
+
+
+def status_frame(runs=None):
+    """The book's state: one row per chapter and preset, in chapter order."""
+    import pandas as pd
+
+    runs = store.list_runs() if runs is None else runs
+    rows = []
+    for doc, title, experiment in CHAPTERS:
+        for row in chapter_state(experiment, runs):
+            rows.append({"chapter": title, **row})
+    return pd.DataFrame(rows)
+
+
+def runs_frame(runs=None):
+    """Every committed run in chapter order: chapter, compact provenance (see ``plotting.provenance_frame``)."""
+    import pandas as pd
+
+    from .plotting import provenance_frame
+
+    runs = store.list_runs() if runs is None else runs
+    frames = []
+    for doc, title, experiment in CHAPTERS:
+        mine = [r for r in runs if r.experiment == experiment]
+        if mine:
+            frame = provenance_frame(mine)
+            frame.insert(0, "chapter", title.split(".")[0])
+            frames.append(frame)
+    known = {experiment for _, _, experiment in CHAPTERS}
+    others = [r for r in runs if r.experiment not in known]  # chapters in drafts/, not yet in the book
+    if others:
+        frame = provenance_frame(others)
+        frame.insert(0, "chapter", "draft: " + pd.Series([r.experiment for r in others]))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

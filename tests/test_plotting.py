@@ -1,0 +1,106 @@
+"""The shared table and figure helpers of ncutils.plotting, and the book status of ncutils.book."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ncutils import book, plotting, store
+
+
+def test_display_label_reads_stored_labels_without_changing_them():
+    assert plotting.display_label("mnist-learned-ddefault-s0") == "MNIST, learned, default d, seed 0"
+    assert plotting.display_label("fashionmnist-etf-d10-s2") == "FashionMNIST, etf, d = 10, seed 2"
+    assert plotting.display_label("cr-lam0.2-s0") == "cr, λ = 0.2, seed 0"
+    assert plotting.display_label("mnist-mlp-s0") == "MNIST, MLP, seed 0"
+    assert "ddefault" not in plotting.display_label("x-ddefault")
+
+
+def test_short_device():
+    assert plotting.short_device("CPU: Intel(R) Xeon(R) Processor (2 cores)") == "CPU, Xeon (2 cores)"
+    assert plotting.short_device("NVIDIA H200") == "H200"
+    assert plotting.short_device("CPU: AMD EPYC 7B13 64-Core Processor (16 cores)").startswith("CPU, EPYC 7B13")
+
+
+def test_style_table_formats_by_column_kind_and_hides_the_index():
+    frame = pd.DataFrame({"nc1": [0.017361, 2.5e-9], "train_error": [0.0, 0.0125], "samples": [1000, 20],
+                          "name": ["a", "b"]})
+    html = plotting.style_table(frame, percent=["train_error"]).to_html()
+    for text in (">NC1<", ">train error<", ">0.0174<", ">2.50e-09<", ">1.2%<", ">1,000<", "padding"):
+        assert text in html, text
+    assert "row_heading" not in html and "0.017361" not in html
+    assert "td.col3 {" in html and html.count("white-space: normal") >= 3  # the text column wraps
+    with pytest.raises(ValueError, match="percent/formats"):
+        plotting.style_table(frame, percent=["nope"])
+    with pytest.raises(ValueError, match="max_columns"):
+        plotting.style_table(pd.DataFrame(np.zeros((2, 9))))
+    with pytest.raises(TypeError, match="frame"):
+        plotting.style_table([1, 2])
+
+
+class FakeRun:
+    def __init__(self, path, info):
+        self.path, self.info, self.label = Path(path), info, info["label"]
+        self.experiment, self.preset = info["experiment"], info["preset"]
+
+
+def fake(label, commit, minutes=6.0):
+    return FakeRun(f"/x/{label}", {"experiment": "e", "preset": "cpu", "label": label, "commit": commit,
+                                   "device": "CPU: Intel(R) Xeon(R) Processor (2 cores)", "torch": "2.13.0+cu130",
+                                   "wall_seconds": minutes * 60, "finished": "2026-11-23T13:22:04+00:00"})
+
+
+def test_provenance_is_compact_and_flags_dirty_runs():
+    runs = [fake("mnist-etf-ddefault-s0", "3403b0e55487+dirty"), fake("landscape", "65aafec795d6")]
+    frame = plotting.provenance_frame(runs)
+    assert list(frame["commit"]) == ["3403b0e+dirty", "65aafec"] and list(frame["dirty"]) == [True, False]
+    assert list(frame["date"]) == ["2026-11-23"] * 2 and frame["torch"].iloc[0] == "2.13.0"
+    assert frame["run"].iloc[0] == "MNIST, etf, default d, seed 0"
+    html = plotting.provenance_table(runs).to_html()
+    assert "1 of 2 runs carry" in html and "uncommitted changes" in html and "row_heading" not in html
+    assert "carry" not in plotting.provenance_table(runs[1:]).to_html()
+
+
+def test_new_figure_fits_the_content_column():
+    fig, axes = plotting.new_figure(4, 1, width=2.6, height=2.4)
+    w, h = fig.get_size_inches()
+    assert w == pytest.approx(plotting.MAX_WIDTH) and h == pytest.approx(2.4 * plotting.MAX_WIDTH / 10.4)
+    fig, _ = plotting.new_figure(2, 1, width=3.0, height=2.0)
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.0, 2.0))
+
+
+def test_t_interval_and_seed_points():
+    mean, half = plotting.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
+    assert np.isnan(plotting.t_interval([5.0])[1])
+    data = pd.DataFrame({"x": ["a", "a", "b", "b"] * 2, "v": ["p"] * 4 + ["q"] * 4, "y": np.arange(8.0)})
+    fig, axes = plotting.new_figure()
+    plotting.seed_points(axes[0, 0], data, "x", "y", "v", palette={"p": "C0", "q": "C3"})
+    bars = [c for c in axes[0, 0].containers]
+    assert len(bars) == 2  # one errorbar container per hue
+    fig, axes = plotting.new_figure()
+    with pytest.raises(ValueError, match="square"):
+        plotting.cosine_heatmap(axes[0, 0], np.eye(3), ["a", "b"])
+    plotting.cosine_heatmap(axes[0, 0], np.eye(3) - 0.5 * (1 - np.eye(3)), ["a", "b", "c"])
+    texts = [t.get_text() for t in axes[0, 0].texts]
+    assert texts.count("1") == 3 and texts.count("-.50") == 6
+
+
+def test_book_status_counts_committed_runs_and_pending_presets(results_dir):
+    run = store.Run("ufm", "cpu", {"K": 3}, label="landscape")
+    run.path.mkdir(parents=True)
+    pd.DataFrame({"gap": [0.0, 1e-12], "seeds": [0, 1]}).to_csv(run.path / "seeds.csv", index=False)
+    pd.DataFrame({"point": ["origin", "global (solver)"], "min_eig": [-0.01, 1e-12]}).to_csv(
+        run.path / "hessian.csv", index=False)
+    (run.path / "run.json").write_text(json.dumps({
+        "experiment": "ufm", "preset": "cpu", "label": "landscape", "config": {"K": 3}, "config_hash": run.key,
+        "wall_seconds": 3600.0, "commit": "abc", "device": "CPU: x (2 cores)", "torch": "2", "finished": "2026",
+        "summary": {}}))
+    state = book.status_frame()
+    ufm = state[state.chapter.str.startswith("2.")].set_index("preset")
+    assert ufm.loc["cpu", "runs"] == 1 and ufm.loc["cpu", "compute (h)"] == 1.0
+    assert ufm.loc["cpu", "verdict"] == "holds" and "2 of 2 random starts" in ufm.loc["cpu", "what the runs show"]
+    assert ufm.loc["paper", "verdict"] == "pending" and "pending a GPU" in ufm.loc["paper", "what the runs show"]
+    assert (state[~state.chapter.str.startswith("2.")].verdict == "pending").all()
+    assert list(book.runs_frame()["chapter"]) == ["2"]
