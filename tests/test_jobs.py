@@ -21,7 +21,9 @@ from ncutils import config, jobs, memory, seg, store, train, ufm
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"epoch_seconds", "step_seconds", "seconds"}  # wall-clock columns: never compared
-PROVENANCE = {"commit", "device", "torch", "python", "numpy", "host", "finished", "wall_seconds"}
+# run.json fields that differ between two runs of one config: provenance, timing, and the checksums
+# of the files (their timing columns differ); the tables themselves are compared column by column.
+PROVENANCE = {"commit", "device", "torch", "python", "numpy", "host", "finished", "wall_seconds", "files"}
 
 
 def _seeds(experiment, preset):
