@@ -247,6 +247,9 @@ lr0_steps = tpt_table["steps at lr0 in TPT"].dropna()
 plotting.glue("c01_min_lr0_steps", int(lr0_steps.min()) if len(lr0_steps) else 0)
 plotting.glue("c01_max_lr0_steps", int(lr0_steps.max()) if len(lr0_steps) else 0)
 under10 = tpt_table.loc[~(tpt_table["NC1 fold (x)"] >= 10), "run"]
+late = [e["name"] for e in entries if e["summary"]["tpt_stable_epoch"] is not None
+        and e["summary"]["steps_high_lr_in_tpt"] < e["summary"]["epochs"] * e["steps_per_epoch"] / 6]
+plotting.glue("c01_late", ", ".join(late) or "none")
 plotting.glue("c01_under10", ", ".join(under10) or "none")
 plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not reached",
                      formats={"NC1 fold (x)": "{:,.1f}"})
@@ -258,7 +261,10 @@ plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not rea
 # factor between {glue:text}`c01_min_drop:,.0f` and {glue:text}`c01_max_drop:,.0f`, after
 # {glue:text}`c01_min_lr0_steps:,` to {glue:text}`c01_max_lr0_steps:,` SGD steps at the initial
 # learning rate inside it, and the final NCC mismatch is at most {glue:text}`c01_max_ncc:.2%`.
-# Runs in which NC1 falls less than 10x within that phase: {glue:text}`c01_under10`.
+# Runs in which NC1 falls less than 10x within that phase: {glue:text}`c01_under10`. Runs whose
+# training error keeps flickering at the initial learning rate, so that their zero-error phase
+# holds fewer than half of the initial-rate steps: {glue:text}`c01_late`. There the collapse
+# happens at $\eta/10$ and $\eta/100$.
 #
 # The next table gives, for every NC quantity and run, how many times smaller it is at the last
 # epoch than at the first snapshot of the phase where the training error stays zero, for the
