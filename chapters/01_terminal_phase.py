@@ -105,7 +105,8 @@ plotting.style_table(pd.DataFrame(rows))
 # interrupted (`python scripts/run_experiment.py terminal_phase --preset cpu` trains them from a
 # shell). Each run records the training error every epoch, and the test error and the collapse
 # metrics of the whole training set at the snapshot epochs (log-spaced, plus every few dozen epochs,
-# plus the TPT onset). The test set is the full 10,000 images at the `cpu` preset.
+# plus the TPT onset). At the `cpu` preset the test sets are the full ones, balanced by subsampling
+# every class to the rarest one's count, as the training subsets are balanced.
 
 # %%
 runs = train.run_experiment(EXPERIMENT, PRESET, seed=SEED, force=FORCE_RUN)
@@ -247,6 +248,9 @@ lr0_steps = tpt_table["steps at lr0 in TPT"].dropna()
 plotting.glue("c01_min_lr0_steps", int(lr0_steps.min()) if len(lr0_steps) else 0)
 plotting.glue("c01_max_lr0_steps", int(lr0_steps.max()) if len(lr0_steps) else 0)
 under10 = tpt_table.loc[~(tpt_table["NC1 fold (x)"] >= 10), "run"]
+late = [e["name"] for e in entries if e["summary"]["tpt_stable_epoch"] is not None
+        and e["summary"]["steps_high_lr_in_tpt"] < e["summary"]["epochs"] * e["steps_per_epoch"] / 6]
+plotting.glue("c01_late", ", ".join(late) or "none")
 plotting.glue("c01_under10", ", ".join(under10) or "none")
 plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not reached",
                      formats={"NC1 fold (x)": "{:,.1f}"})
@@ -258,7 +262,10 @@ plotting.style_table(tpt_table, percent=["NCC mismatch at end"], na_rep="not rea
 # factor between {glue:text}`c01_min_drop:,.0f` and {glue:text}`c01_max_drop:,.0f`, after
 # {glue:text}`c01_min_lr0_steps:,` to {glue:text}`c01_max_lr0_steps:,` SGD steps at the initial
 # learning rate inside it, and the final NCC mismatch is at most {glue:text}`c01_max_ncc:.2%`.
-# Runs in which NC1 falls less than 10x within that phase: {glue:text}`c01_under10`.
+# Runs in which NC1 falls less than 10x within that phase: {glue:text}`c01_under10`. Runs whose
+# training error keeps flickering at the initial learning rate, so that their zero-error phase
+# holds fewer than half of the initial-rate steps: {glue:text}`c01_late`. There the collapse
+# happens at $\eta/10$ and $\eta/100$.
 #
 # The next table gives, for every NC quantity and run, how many times smaller it is at the last
 # epoch than at the first snapshot of the phase where the training error stays zero, for the
@@ -312,6 +319,10 @@ acc = pd.DataFrame([{
 } for e in entries])
 acc["end - onset (points)"] = 100 * (acc["at end"] - acc["at onset"])
 gains = acc["end - onset (points)"].dropna()
+sizes = {}
+for e in main:
+    sizes[plotting.DATASET_NAMES.get(e["dataset"], e["dataset"])] = e["run"].info["summary"]["test_samples"]
+plotting.glue("c01_test_sizes", ", ".join(f"{n:,} images ({ds})" for ds, n in sizes.items()))
 plotting.glue("c01_n_gain", int((gains > 0).sum()))
 plotting.glue("c01_n_gain_total", len(gains))
 plotting.glue("c01_min_gain", float(gains.min()) if len(gains) else float("nan"))
@@ -322,7 +333,7 @@ plotting.style_table(acc, percent=["at onset", "at start of zero-error phase", "
 # %% [markdown]
 # Test accuracy is higher at the end than at the onset in {glue:text}`c01_n_gain` of
 # {glue:text}`c01_n_gain_total` runs; the change ranges from {glue:text}`c01_min_gain:+.2f` to
-# {glue:text}`c01_max_gain:+.2f` percentage points on the full 10,000-image test sets.
+# {glue:text}`c01_max_gain:+.2f` percentage points, on test sets of {glue:text}`c01_test_sizes`.
 #
 # ## Why an earlier version of this chapter saw little collapse
 #
@@ -339,7 +350,7 @@ plotting.style_table(acc, percent=["at onset", "at start of zero-error phase", "
 #
 # | | {cite:t}`papyan2020prevalence` | this book, `cpu` preset | this book, `paper` preset |
 # |---|---|---|---|
-# | data | MNIST, FashionMNIST, SVHN, CIFAR-10/100, STL10, ImageNet; balanced | MNIST and FashionMNIST, 100 training images per class (seeded subsets); the full test sets | MNIST (5,421 per class, balanced) and FashionMNIST, full |
+# | data | MNIST, FashionMNIST, SVHN, CIFAR-10/100, STL10, ImageNet; balanced | MNIST and FashionMNIST, 100 training images per class (seeded subsets); test sets balanced to the rarest class ({glue:text}`c01_test_sizes`) | MNIST (5,421 per class, balanced) and FashionMNIST, full |
 # | networks | VGG, ResNet, DenseNet, full width | ResNet18 (width 8, d = 64), VGG11 (width 8, d = 64), and a 3x512 MLP with BatchNorm as a fast reference | ResNet18, VGG11, width 64 |
 # | protocol | SGD, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr /10 at 1/3 and 2/3 | same optimizer, schedule and batch; 1,000 epochs of 8 steps (8,000 steps) for the conv nets, 6,000 epochs (48,000 steps) for the MLP | same, 350 epochs |
 # | SGD steps | about 164,000 (MNIST/FashionMNIST) | 8,000 (conv nets), 48,000 (MLP) | about 164,000 |
