@@ -153,8 +153,13 @@ for (ds, arch), sweep in sweeps.items():
         ax.plot(lrs, values, "o-", color=plotting.ARCH_COLORS.get(arch), label=name)
         ax.plot([chosen[(ds, arch)]], [values[lrs.index(chosen[(ds, arch)])]], "o", ms=11, mfc="none",
                 color="k")
-axes[0][0].set(xscale="log", xlabel="learning rate", ylabel="final test error")
-axes[0][1].set(xscale="log", xlabel="learning rate", ylabel="NC1 fold within TPT (x)")
+for ax in axes[0]:  # one labelled tick per swept rate (the log axis' minor labels collide)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted({lr for sweep in sweeps.values() for lr in sweep}))
+    ax.set_xticklabels([f"{lr:.3g}" for lr in sorted({lr for sweep in sweeps.values() for lr in sweep})])
+axes[0][0].set(xlabel="learning rate", ylabel="final test error")
+axes[0][1].set(xlabel="learning rate", ylabel="NC1 fold within TPT (x)")
 if any(line.get_ydata().size and (line.get_ydata() > 0).any() for line in axes[0][1].lines):
     axes[0][1].set_yscale("log")  # at `smoke` no run reaches a terminal phase: nothing to log-scale
 plotting.figure_legend(fig)

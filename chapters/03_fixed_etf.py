@@ -86,10 +86,10 @@ EXPERIMENT = "fixed_etf"
 exp = config.get_preset(EXPERIMENT, PRESET)
 mem_cfg = exp["memory"]
 SEEDS = tuple(exp["seeds"]) if SEED is None else (int(SEED),)
-print(f"preset {PRESET!r}: memory of ResNet18 width {mem_cfg['width']}, stems {mem_cfg['stems']}, "
-      f"batch sizes {mem_cfg['batch_sizes']}; training: {exp['datasets']}, width "
-      f"{exp['per_arch'][ARCH]['width']}, stem {exp['stem']!r}, {exp['epochs']} epochs, "
-      f"{exp['n_per_class'] or 'all'} training images per class, seeds {SEEDS}")
+print(f"preset {PRESET!r}:\n"
+      f"  memory: ResNet18 width {mem_cfg['width']}, stems {mem_cfg['stems']}, batch sizes {mem_cfg['batch_sizes']}\n"
+      f"  training: {exp['datasets']}, width {exp['per_arch'][ARCH]['width']}, stem {exp['stem']!r},\n"
+      f"  {exp['epochs']} epochs, {exp['n_per_class'] or 'all'} training images per class, seeds {SEEDS}")
 
 # %% [markdown]
 # ## The runs
