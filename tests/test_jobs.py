@@ -212,6 +212,14 @@ def job_env(monkeypatch, real_data):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("NCUTILS_PROGRESS", "0")
+    # The jobs run with one thread; so must the serial reference in this process (torch read the
+    # thread count at import, before OMP_NUM_THREADS was set here): float sums depend on it.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_local_submitit_two_at_a_time_equals_a_serial_run(tmp_path, monkeypatch, job_env):
