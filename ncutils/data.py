@@ -15,7 +15,7 @@ import math
 import os
 import pathlib
 import zlib
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -303,14 +303,19 @@ def longtail_counts(num_classes: int, n_max: int, ratio: float) -> list:
     return counts
 
 
-def get_data(dataset: str, split: str = "train", n_per_class: Optional[int] = None, seed: int = 0,
+def get_data(dataset: str, split: str = "train", n_per_class: Union[int, str, None] = None, seed: int = 0,
              counts: Optional[Sequence[int]] = None, root=None, verify: bool = True
              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Load, subset (balanced, or per-class ``counts``) and normalize: ``(x float32 N x 1 x 28 x 28,
-    y int64 N)``."""
+    y int64 N)``. ``n_per_class``: an int, None (every class cut to the rarest one's count) or
+    ``"all"`` (the whole split, its class counts as they are, e.g. the 10,000 MNIST test images)."""
     if counts is not None and n_per_class is not None:
         raise ValueError("pass either n_per_class or counts, not both")
     images, labels = load_dataset(dataset, split, root=root, verify=verify)
+    if isinstance(n_per_class, str):
+        if n_per_class != "all":
+            raise ValueError(f"n_per_class must be a positive int, None or 'all', got {n_per_class!r}")
+        return to_float(images, dataset), labels
     idx = (balanced_subset(labels, n_per_class, seed) if counts is None
            else imbalanced_subset(labels, counts, seed))
     return to_float(images[idx], dataset), labels[idx]

@@ -423,7 +423,7 @@ def _classifier_seconds(job: Job) -> float:
         n_train = sum(cfg["counts"])
     else:
         n_train = n_full if cfg.get("n_per_class") is None else cfg["n_per_class"] * classes
-    n_test = n_test_full if cfg.get("test_per_class") is None else cfg["test_per_class"] * classes
+    n_test = n_test_full if cfg.get("test_per_class") in (None, "all") else cfg["test_per_class"] * classes
     flops = _forward_flops("classifier", json.dumps(
         {"arch": cfg["arch"], "classes": classes, "shape": shape, "width": cfg.get("width"),
          "feature_dim": cfg.get("feature_dim"), "classifier": cfg.get("classifier", "learned"),

@@ -80,15 +80,21 @@ class TensorBatches:
 def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **overrides) -> dict:
     """The flat config of one training run, picked out of an experiment preset.
 
-    A preset's ``per_arch`` dict holds each architecture's own settings (lr, width, data size...).
-    Its ``seeds`` (the seeds a chapter trains with) and ``lr_sweep`` are not part of a run's config.
+    A preset's ``per_arch`` dict holds each architecture's own settings (lr, width, data size...),
+    its optional ``per_dataset`` dict each dataset's (applied after ``per_arch``). Its ``seeds`` (the
+    seeds a chapter trains with) and ``lr_sweep`` are not part of a run's config.
     """
     per_arch = experiment_cfg.get("per_arch", {})
     if arch not in per_arch:
         raise ValueError(f"the preset has no settings for arch {arch!r} (it has {sorted(per_arch)})")
+    per_dataset = experiment_cfg.get("per_dataset", {})
+    if not isinstance(per_dataset, dict) or any(not isinstance(v, dict) for v in per_dataset.values()):
+        raise ValueError(f"the preset's per_dataset must map dataset names to dicts of settings, "
+                         f"got {per_dataset!r}")
     cfg = {k: v for k, v in experiment_cfg.items()
-           if k not in ("datasets", "archs", "per_arch", "lr_sweep", "seeds")}
-    cfg.update(per_arch[arch], dataset=dataset, arch=arch, seed=seed, **overrides)
+           if k not in ("datasets", "archs", "per_arch", "per_dataset", "lr_sweep", "seeds")}
+    cfg.update(per_arch[arch])
+    cfg.update(per_dataset.get(dataset, {}), dataset=dataset, arch=arch, seed=seed, **overrides)
     return cfg
 
 
@@ -140,8 +146,11 @@ def _check_config(cfg: dict) -> None:
     checks.check_real(cfg["weight_decay"], "config['weight_decay']", 0.0)
     checks.check_seed(cfg["seed"], "config['seed']")
     milestone_epochs(cfg)
+    if isinstance(cfg.get("test_per_class"), str) and cfg["test_per_class"] != "all":
+        raise ValueError(f"config['test_per_class'] must be a positive int, None (balanced to the rarest "
+                         f"class) or 'all' (the whole test split), got {cfg['test_per_class']!r}")
     for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every", "steps", "K_A"):
-        if cfg.get(key) is not None:
+        if cfg.get(key) is not None and cfg.get(key) != "all":
             checks.check_int(cfg[key], f"config[{key!r}]", 1)
     for key in ("compile", "etf_bias"):
         checks.check_bool(cfg.get(key, False), f"config[{key!r}]")

@@ -286,6 +286,13 @@ def test_get_data_synthetic(synth):
     assert torch.bincount(y3, minlength=3).tolist() == [5, 1, 0]
     with pytest.raises(ValueError, match="n_per_class or counts"):
         D.get_data("mnist", n_per_class=2, counts=[1, 1, 1], root=root)
+    # "all": the whole split with its own class counts (5, 7, 3), in file order, nothing dropped
+    images, labels = D.load_dataset("mnist", "train", root=root)
+    x4, y4 = D.get_data("mnist", "train", n_per_class="all", root=root)
+    assert torch.bincount(y4).tolist() == [5, 7, 3] and torch.equal(y4, labels)
+    assert torch.equal(x4, D.to_float(images, "mnist"))
+    with pytest.raises(ValueError, match="n_per_class must be .*'all'"):
+        D.get_data("mnist", "train", n_per_class="every", root=root)
 
 
 # ----------------------------------------------------------------------------- real data

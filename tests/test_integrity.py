@@ -277,6 +277,7 @@ def test_training_refuses_to_resume_from_a_rotten_checkpoint(real_data, tmp_path
     ({"lr_milestones": (True,)}, "lr_milestones"), ({"lr_gama": 0.1}, "lr_gama"),
     ({"augment": True}, "augment"), ({"optimizer": "adam"}, "optimizer"), ({"amp": "yes"}, "amp"),
     ({"n_per_class": 0}, "n_per_class"), ({"etf_bias": "no"}, "etf_bias"), ({"batch_size": True}, "batch_size"),
+    ({"test_per_class": "every"}, "test_per_class"), ({"test_per_class": 0}, "test_per_class"),
 ])
 def test_bad_train_config_values_are_refused_naming_the_key(change, key, tmp_path):
     cfg = tiny_config(**change)

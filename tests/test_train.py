@@ -163,3 +163,23 @@ def test_the_lr_sweep_picks_the_lowest_test_error_and_only_trains_its_own_rates(
         train.lr_sweep("terminal_phase", "smoke", "fashionmnist", "mlp", lrs=(0.3,))
     with pytest.raises(ValueError, match="names no run"):
         train.run_experiment("terminal_phase", "smoke", only=(("cifar", "mlp"),))
+
+
+def test_per_dataset_settings_reach_only_their_dataset_and_leave_other_hashes_alone():
+    exp = config.get_preset("fixed_etf", "cpu")
+    exp.pop("memory"), exp.pop("variants")
+    mnist, fmnist = (train.run_config(exp, ds, "resnet18", 0) for ds in ("mnist", "fashionmnist"))
+    assert mnist["test_per_class"] == "all" and fmnist["test_per_class"] is None
+    assert "per_dataset" not in mnist and "per_dataset" not in fmnist
+    plain = dict(exp)
+    plain.pop("per_dataset")
+    assert config.config_hash(fmnist) == config.config_hash(train.run_config(plain, "fashionmnist", "resnet18", 0))
+    with pytest.raises(ValueError, match="per_dataset"):
+        train.run_config(dict(exp, per_dataset={"mnist": "all"}), "mnist", "resnet18", 0)
+
+
+def test_the_whole_unbalanced_mnist_test_split_is_used_when_asked(real_data, tmp_path):
+    cfg = tiny_config(dataset="mnist", test_per_class="all", epochs=1, n_snapshots=1)
+    run = Run("t", "smoke", cfg, root=tmp_path)
+    summary = train.train(run, cfg, progress=False)
+    assert summary["test_samples"] == 10_000  # classes of 892 to 1,135 images, none dropped
