@@ -29,7 +29,8 @@ parser.add_argument("experiment")
 parser.add_argument("--preset", default="cpu")
 parser.add_argument("--seed", type=int, default=0, help="seed of a classification experiment")
 parser.add_argument("--seeds", type=int, nargs="*", default=None,
-                    help="camvid_cr, camvid_ceco, nc_ood: seeds to run (default: the preset's)")
+                    help="seeds to run (camvid_cr, camvid_ceco, nc_ood: default the preset's; the "
+                         "classification experiments, minority_collapse and ufm: default --seed)")
 parser.add_argument("--only", nargs="*", default=None,
                     help="dataset:arch pairs to run, for camvid_cr variant names, for minority_collapse "
                          "dataset:arch:variant triples, or 'model' for its Layer-Peeled Model sweep, "
@@ -91,14 +92,14 @@ if args.experiment == "minority_collapse":
     nets = None if args.only is None else tuple(o for o in args.only if o != "model")
     runs = {("model",): minority.run_model(args.preset, force=args.force)} if want_model else {}
     if nets is None or nets:
-        runs.update(minority.run_networks(args.preset, seed=args.seed, force=args.force, only=nets))
+        for s in (args.seeds if args.seeds is not None else [args.seed]):
+            runs.update({(*key, f"seed {s}"): run for key, run in minority.run_networks(
+                args.preset, seed=s, force=args.force, only=nets).items()})
 elif args.experiment == "camvid_cr":
     from ncutils import seg
 
     runs = seg.run_segmentation(args.preset, force=args.force, only=args.only, seeds=args.seeds,
                                 sweep=args.sweep)
-elif args.experiment == "camvid_ceco":
-    runs = ceco.run_ceco(args.preset, force=args.force, only=args.only, seeds=args.seeds)
 elif args.experiment == "camvid_ceco":
     from ncutils import ceco
 
@@ -107,11 +108,21 @@ elif args.experiment == "nc_ood":
     from ncutils import ood_train
 
     runs = ood_train.run_nc_ood(args.preset, force=args.force, only=args.only, seeds=args.seeds)
+elif args.experiment == "ufm":
+    from ncutils import ufm
+
+    if args.only is not None:
+        parser.error("ufm has one run per seed; --only does not apply")
+    runs = {(f"seed {s}",): ufm.run_landscape(args.preset, seed=s, force=args.force)
+            for s in (args.seeds if args.seeds is not None else [args.seed])}
 else:
     from ncutils import train
 
     only = None if args.only is None else tuple(tuple(p.split(":")) for p in args.only)
-    runs = train.run_experiment(args.experiment, args.preset, seed=args.seed, force=args.force, only=only,
-                                lrs=None if args.lrs is None else tuple(args.lrs))
+    runs = {}
+    for s in (args.seeds if args.seeds is not None else [args.seed]):
+        runs.update({(*key, f"seed {s}"): run for key, run in train.run_experiment(
+            args.experiment, args.preset, seed=s, force=args.force, only=only,
+            lrs=None if args.lrs is None else tuple(args.lrs)).items()})
 for key, run in runs.items():
     print(*key, run.path, run.info["summary"] if run.complete else "incomplete", flush=True)

@@ -485,3 +485,24 @@ def test_a_nan_cr_loss_stops_segmentation_training(camvid_root, results_dir, mon
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 2 \(CR loss nan\)"):
         seg.train_segmentation(run, cfg, device="cpu", progress=False)
     assert not (run.path / "checkpoint.pt").exists() and not run.complete
+
+
+def test_the_run_script_reaches_every_kind_of_experiment(results_dir):
+    """scripts/run_experiment.py dispatches ufm, camvid_ceco and the classification experiments
+    (with --seeds) to their runners, and exits non-zero when one fails."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NCUTILS_RESULTS": str(results_dir)}
+
+    def script(*argv):
+        return subprocess.run([sys.executable, "scripts/run_experiment.py", *argv, "--preset", "smoke"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+    out = script("ufm", "--seeds", "0")
+    assert out.returncode == 0, out.stderr
+    assert (results_dir / "ufm").is_dir() and any((results_dir / "ufm").glob("smoke-landscape*/run.json"))
+    out = script("terminal_phase", "--only", "mnist:mlp", "--seeds", "0", "1")
+    assert out.returncode == 0, out.stderr
+    assert len(list((results_dir / "terminal_phase").glob("smoke-mnist_mlp_s[01]-*/run.json"))) == 2
+    out = script("camvid_ceco", "--only", "cecol", "--seeds", "0")
+    assert out.returncode == 0, out.stderr
+    assert len(list((results_dir / "camvid_cr").glob("smoke-cecol*/run.json"))) == 1, out.stdout
+    assert script("ufm", "--only", "x").returncode != 0
