@@ -104,3 +104,24 @@ def test_book_status_counts_committed_runs_and_pending_presets(results_dir):
     assert ufm.loc["paper", "verdict"] == "pending" and "pending a GPU" in ufm.loc["paper", "what the runs show"]
     assert (state[~state.chapter.str.startswith("2.")].verdict == "pending").all()
     assert list(book.runs_frame()["chapter"]) == ["2"]
+
+
+def test_the_chapter_3_verdict_pairs_seeds_and_reads_the_interval(results_dir):
+    def planted(seed, classifier, feature_dim, error):
+        cfg = {"dataset": "mnist", "classifier": classifier, "feature_dim": feature_dim, "seed": seed}
+        run = store.Run("fixed_etf", "cpu", cfg, label=f"{classifier}-{feature_dim}-s{seed}")
+        run.path.mkdir(parents=True)
+        (run.path / "run.json").write_text(json.dumps({
+            "experiment": "fixed_etf", "preset": "cpu", "label": run.label, "config": cfg, "config_hash": run.key,
+            "wall_seconds": 1.0, "commit": "abc", "device": "cpu", "torch": "2", "finished": "2026",
+            "summary": {"final_test_error": error}}))
+        return run
+
+    base = [planted(s, "learned", None, 0.10 + 0.01 * s) for s in range(3)]
+    close = [planted(s, "etf", 10, 0.10 + 0.01 * s + 0.001 * (s - 1)) for s in range(3)]  # gaps -0.1, 0, +0.1 pt
+    word, text = book.VERDICTS["fixed_etf"](base + close)
+    assert word == "holds" and "+0.00 points" in text and "over 3 seeds" in text
+    worse = [planted(s, "etf", 10, 0.15 + 0.01 * s + 0.001 * s) for s in range(3, 6)]
+    worse_base = [planted(s, "learned", None, 0.10 + 0.01 * s) for s in range(3, 6)]
+    assert book.VERDICTS["fixed_etf"](worse_base + worse)[0] == "deviates"
+    assert book.VERDICTS["fixed_etf"](base)[0] == "pending"
