@@ -6,8 +6,10 @@ and the 480 x 360 frames and label maps ``{split}/<n>.png``, ``{split}annot/<n>.
 is resized exactly as the staged copy was made (``Image.resize((240, 180), Image.BOX)`` for the
 RGB frames, ``Image.NEAREST`` for the label maps, saved as PNG with ``optimize=True``), and its
 sha256 is checked against the manifest that ships with the package
-(:data:`ncutils.data.CAMVID_MANIFEST`) before it is written (atomically). A file whose hash
-differs is refused with :class:`ncutils.data.ChecksumError` naming the URL and the file.
+(:data:`ncutils.data.CAMVID_MANIFEST`) before it is written (atomically); where another Pillow or
+zlib encodes the same pixels into other bytes, the sha256 of the decoded pixels is checked instead
+(:data:`ncutils.data.CAMVID_PIXEL_MANIFEST`). A file that matches neither is refused with
+:class:`ncutils.data.ChecksumError` naming the URL and the file.
 
 :func:`ncutils.data.load_camvid` calls :func:`download_camvid` only when files of a split are
 missing and ``NCUTILS_NO_DOWNLOAD`` is not set; files already present are never downloaded again.
@@ -22,8 +24,10 @@ import pathlib
 import urllib.request
 from typing import Callable, Iterable, Optional
 
+import numpy as np
+
 from . import data as _data
-from .data import CAMVID_MANIFEST, CAMVID_RESOLUTIONS, CAMVID_SPLITS, ChecksumError
+from .data import CAMVID_RESOLUTIONS, CAMVID_SPLITS, ChecksumError
 
 __all__ = ["SOURCE_COMMIT", "SOURCE_URL", "downloads_allowed", "resize_frame", "resize_label",
            "encode_png", "download_camvid"]
@@ -78,21 +82,35 @@ def _write_atomic(path: pathlib.Path, data: bytes) -> None:
     atomic_write(path, data)
 
 
-def _checked(rel: str, data: bytes, source: str) -> bytes:
-    expected = _data.camvid_manifest().get(rel)
-    if expected is None:
-        raise ChecksumError(f"no sha256 for {rel!r} in the manifest {CAMVID_MANIFEST}")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ChecksumError(f"{rel} made from {source}: sha256 is {actual}, expected {expected} (a corrupt "
-                            "or different source file, or a PNG encoder that writes other bytes than "
-                            "Pillow 13 with optimize=True); nothing was written")
+def _checked(rel: str, data: bytes, source: str, pixels=None) -> bytes:
+    """``data`` if it matches the manifests (its bytes, or the decoded ``pixels`` of a PNG that
+    another encoder wrote); else ChecksumError, and nothing is written."""
+    try:
+        _data.check_camvid_file(rel, data, f"{rel} made from {source}", pixels)
+    except ChecksumError as e:
+        raise ChecksumError(f"{e}; nothing was written") from None
     return data
 
 
 def _present(root: pathlib.Path, rel: str) -> bool:
     path = root / rel
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == _data.camvid_manifest().get(rel)
+    if not path.is_file():
+        return False
+    raw = path.read_bytes()
+    pixels = None
+    if rel.endswith(".png") and hashlib.sha256(raw).hexdigest() != _data.camvid_manifest().get(rel):
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                pixels = np.asarray(im)
+        except (OSError, SyntaxError):
+            return False
+    try:
+        _data.check_camvid_file(rel, raw, path, pixels)
+    except ChecksumError:
+        return False
+    return True
 
 
 def download_camvid(root=None, splits: Iterable[str] = tuple(CAMVID_SPLITS), base_url: str = SOURCE_URL,
@@ -136,7 +154,7 @@ def download_camvid(root=None, splits: Iterable[str] = tuple(CAMVID_SPLITS), bas
             im = _open_image(fetch(url), url, "L" if label else "RGB")
             small = resize_label(im) if label else resize_frame(im)
             rel = f"CamVid/240x180/{folder}/{name}"
-            _write_atomic(root / rel, _checked(rel, encode_png(small), url))
+            _write_atomic(root / rel, _checked(rel, encode_png(small), url, np.asarray(small)))
             if bar is not None:
                 bar.update()
         if bar is not None:

@@ -336,27 +336,68 @@ CAMVID_STD = (0.3019, 0.3063, 0.3021)
 # sha256 of every staged 240x180 file and of the split lists, in `sha256sum` format, paths
 # relative to the data root (a subset of the data folder's SHA256SUMS). Ships as package data.
 CAMVID_MANIFEST = pathlib.Path(__file__).with_name("camvid_sha256.txt")
+# sha256 of the decoded pixels of every staged PNG (:func:`pixel_digest`), in the same format: a PNG
+# another encoder wrote (another Pillow or zlib, e.g. on Colab) has other bytes but the same pixels.
+CAMVID_PIXEL_MANIFEST = pathlib.Path(__file__).with_name("camvid_pixels_sha256.txt")
 
 __all__ += ["CAMVID_CLASSES", "CAMVID_VOID", "IGNORE_INDEX", "CAMVID_SPLITS", "CAMVID_MEAN",
-            "CAMVID_STD", "camvid_manifest", "camvid_split_names", "load_camvid",
-            "camvid_class_frequencies", "camvid_to_float"]
+            "CAMVID_STD", "camvid_manifest", "camvid_pixel_manifest", "pixel_digest", "check_camvid_file",
+            "camvid_split_names", "load_camvid", "camvid_class_frequencies", "camvid_to_float"]
+
+
+def _read_manifest(path: pathlib.Path) -> dict:
+    """``{relative path: sha256}`` of a ``sha256sum``-format file shipped with the package."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CamVid checksum manifest missing: {path} (it ships "
+                                "with ncutils as package data; reinstall the package)")
+    table = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, rel = line.partition("  ")
+        if len(digest) != 64 or not rel:
+            raise ValueError(f"{path}:{lineno}: expected '<sha256>  <path>', got {line!r}")
+        table[rel] = digest
+    return table
 
 
 @functools.lru_cache(maxsize=1)
 def camvid_manifest() -> dict:
     """``{relative path: sha256}`` from :data:`CAMVID_MANIFEST` (read once per process)."""
-    if not CAMVID_MANIFEST.is_file():
-        raise FileNotFoundError(f"CamVid checksum manifest missing: {CAMVID_MANIFEST} (it ships "
-                                "with ncutils as package data; reinstall the package)")
-    table = {}
-    for lineno, line in enumerate(CAMVID_MANIFEST.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, _, rel = line.partition("  ")
-        if len(digest) != 64 or not rel:
-            raise ValueError(f"{CAMVID_MANIFEST}:{lineno}: expected '<sha256>  <path>', got {line!r}")
-        table[rel] = digest
-    return table
+    return _read_manifest(CAMVID_MANIFEST)
+
+
+@functools.lru_cache(maxsize=1)
+def camvid_pixel_manifest() -> dict:
+    """``{relative path: pixel sha256}`` of the staged PNGs from :data:`CAMVID_PIXEL_MANIFEST`."""
+    return _read_manifest(CAMVID_PIXEL_MANIFEST)
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 of decoded uint8 pixels (H x W or H x W x C), their shape included: the same for any
+    PNG encoding of the same image."""
+    a = np.ascontiguousarray(pixels)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3):
+        raise ValueError(f"pixels must be an H x W or H x W x C uint8 array, got {a.dtype} {a.shape}")
+    return hashlib.sha256(("x".join(map(str, a.shape)) + " uint8\n").encode() + a.tobytes()).hexdigest()
+
+
+def check_camvid_file(rel: str, raw: bytes, where, pixels: Optional[np.ndarray] = None) -> None:
+    """Raise :class:`ChecksumError` naming ``where`` unless ``raw`` (the bytes of the staged file
+    ``rel``) has the sha256 of :data:`CAMVID_MANIFEST` or, for a PNG written by another encoder, its
+    decoded ``pixels`` have the sha256 of :data:`CAMVID_PIXEL_MANIFEST`."""
+    expected = camvid_manifest().get(rel)
+    if expected is None:
+        raise ChecksumError(f"{where}: no sha256 for {rel!r} in the manifest {CAMVID_MANIFEST}")
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual == expected:
+        return
+    pix = camvid_pixel_manifest().get(rel) if rel.endswith(".png") else None
+    if pix is not None and pixels is not None and pixel_digest(pixels) == pix:
+        return
+    raise ChecksumError(f"{where}: sha256 is {actual}, expected {expected}"
+                        + (", and its decoded pixels differ from the staged ones" if pix is not None else "")
+                        + " (corrupt or wrong file)")
 
 
 def _camvid_split(split) -> str:
@@ -389,13 +430,23 @@ def _read_verified(root: pathlib.Path, rel: str, verify: bool) -> bytes:
                                 "to the folder holding CamVid/ (see data/README.md)")
     raw = path.read_bytes()
     if verify:
-        expected = camvid_manifest().get(rel)
-        if expected is None:
-            raise ChecksumError(f"{path}: no sha256 for {rel!r} in the manifest {CAMVID_MANIFEST}")
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != expected:
-            raise ChecksumError(f"{path}: sha256 is {actual}, expected {expected} (corrupt or wrong file)")
+        check_camvid_file(rel, raw, path)
     return raw
+
+
+def _read_verified_png(root: pathlib.Path, rel: str, verify: bool, mode: str, size) -> np.ndarray:
+    """Decoded pixels of the PNG ``root / rel``; with ``verify`` its bytes, or else its pixels, must
+    match the manifests (:func:`check_camvid_file`)."""
+    raw = _read_verified(root, rel, verify=False)
+    path = root / rel
+    if not verify or hashlib.sha256(raw).hexdigest() == camvid_manifest().get(rel):
+        return _decode_png(raw, path, mode, size)
+    try:
+        pixels = _decode_png(raw, path, mode, size)
+    except ValueError:
+        pixels = None  # unreadable or the wrong shape: refused below as a checksum mismatch
+    check_camvid_file(rel, raw, path, pixels)
+    return pixels
 
 
 def camvid_split_names(split: str = "train", root=None, verify: bool = True) -> list:
@@ -446,7 +497,7 @@ def _camvid_cached(root: str, split: str, resolution: str, verify: bool, signatu
     for i, name in enumerate(names):
         for folder, mode in ((split, "RGB"), (f"{split}annot", "L")):
             rel = f"CamVid/{resolution}/{folder}/{name}"
-            arr = _decode_png(_read_verified(root_p, rel, verify), root_p / rel, mode, size)
+            arr = _read_verified_png(root_p, rel, verify, mode, size)
             if mode == "RGB":
                 images[i] = torch.from_numpy(arr.transpose(2, 0, 1).copy())
             else:
@@ -482,7 +533,9 @@ def load_camvid(split: str = "train", resolution: str = "240x180", root=None, ve
 
     Files: ``<root>/CamVid/<split>.txt`` (the order) and ``<root>/CamVid/240x180/{<split>,
     <split>annot}/<n>.png``, root = ``$NCUTILS_DATA`` by default. With ``verify`` every file's sha256
-    is checked against :data:`CAMVID_MANIFEST` as it is read (``ChecksumError`` naming the file);
+    is checked against :data:`CAMVID_MANIFEST` as it is read, or for a PNG whose bytes differ (another
+    encoder) the sha256 of its decoded pixels against :data:`CAMVID_PIXEL_MANIFEST` (``ChecksumError``
+    naming the file);
     decoded splits are cached in-process (keyed on root and each file's mtime and size), so each
     file is hashed once per process. Each call returns fresh copies.
     """

@@ -65,6 +65,44 @@ def test_manifest_is_the_shared_checksums_of_the_staged_files(camvid_root):
         assert all(shared[rel] == digest for rel, digest in manifest.items())
 
 
+def test_pixel_manifest_is_the_decoded_pixels_of_every_staged_png(camvid_root):
+    from PIL import Image
+
+    pixels = D.camvid_pixel_manifest()
+    pngs = {rel for rel in D.camvid_manifest() if rel.endswith(".png")}
+    assert set(pixels) == pngs and len(pngs) == 2 * (367 + 101 + 233)
+    for rel in sorted(pngs):
+        with Image.open(camvid_root / rel) as im:
+            assert D.pixel_digest(np.asarray(im)) == pixels[rel], rel
+
+
+def test_a_png_from_another_encoder_loads_and_a_changed_pixel_is_refused(camvid_root, tmp_path):
+    """Colab's Pillow / zlib may encode the same pixels into other bytes: the file is accepted by
+    the sha256 of its pixels. One changed pixel is still refused, naming the file."""
+    from PIL import Image
+
+    link_split(camvid_root, tmp_path, "val")
+    name = D.camvid_split_names("val")[1]
+    expected_images, expected_labels = D.load_camvid("val", root=camvid_root)
+    for folder in ("val", "valannot"):
+        target = tmp_path / "CamVid/240x180" / folder / name
+        with Image.open(target) as im:
+            arr = np.asarray(im).copy()
+        target.unlink()
+        Image.fromarray(arr).save(target, "PNG", compress_level=1)  # other bytes, same pixels
+        assert hashlib.sha256(target.read_bytes()).hexdigest() != D.camvid_manifest()[
+            f"CamVid/240x180/{folder}/{name}"]
+    images, labels = D.load_camvid("val", root=tmp_path)
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    arr[0, 0] = (int(arr[0, 0]) + 1) % 11  # a label map, one pixel to another class
+    target.unlink()
+    Image.fromarray(arr).save(target, "PNG", compress_level=1)
+    with pytest.raises(D.ChecksumError, match=f"valannot/{name}.*decoded pixels differ"):
+        D.load_camvid("val", root=tmp_path)
+    with pytest.raises(ValueError, match="uint8"):
+        D.pixel_digest(arr.astype(np.int32))
+
+
 def link_split(src: pathlib.Path, dst: pathlib.Path, split: str):
     """dst/CamVid mirrors src/CamVid for one split: files are symlinks (copies for the split list)."""
     (dst / "CamVid").mkdir(parents=True)

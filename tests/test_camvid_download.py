@@ -53,6 +53,33 @@ def test_download_from_a_local_source_makes_the_staged_files(source, camvid_root
     assert images.shape == (NAMES, 3, 180, 240) and labels.shape == (NAMES, 180, 240)
 
 
+def test_an_encoder_writing_other_bytes_is_accepted_by_the_pixels(source, camvid_root, monkeypatch):
+    """Another Pillow or zlib (Colab) writes other PNG bytes for the same pixels: the download is
+    accepted by the pixel manifest, loads with verification, and is not fetched again."""
+    def other_encoder(im):
+        buf = io.BytesIO()
+        im.save(buf, "PNG", compress_level=1)
+        return buf.getvalue()
+
+    monkeypatch.setattr(CD, "encode_png", other_encoder)
+    src, names, root = source
+    CD.download_camvid(root, splits=("train",), base_url=src.as_uri())
+    rel = f"CamVid/240x180/train/{names[0]}"
+    assert (root / rel).read_bytes() != (camvid_root / rel).read_bytes()
+    images, labels = D.load_camvid("train", root=root)  # verified: by the pixels
+    from PIL import Image
+
+    for i, name in enumerate(names):  # the staged pixels
+        frame = np.asarray(Image.open(camvid_root / "CamVid/240x180/train" / name))
+        assert np.array_equal(images[i].permute(1, 2, 0).numpy(), frame)
+    assert labels.shape == (NAMES, 180, 240)
+
+    def no_network(url):
+        raise AssertionError(f"tried to download {url}")
+
+    CD.download_camvid(root, splits=("train",), base_url=src.as_uri(), opener=no_network)
+
+
 def test_present_files_are_not_downloaded_again(source):
     src, names, root = source
     CD.download_camvid(root, splits=("train",), base_url=src.as_uri())
