@@ -74,10 +74,11 @@ class ETFProjector(nn.Module):
         self.register_buffer("weight1", etf_projector_weight(hidden, dim, c=dim))
         self.register_buffer("weight2", etf_projector_weight(dim, hidden, c=dim))
         self.hidden_layer = nn.Identity()  # a hook point: the first layer's output (pre-ReLU)
+        self.output_layer = nn.Identity()  # a hook point: the second layer's output, before the L2 norm
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         u = self.hidden_layer(F.linear(h, self.weight1))
-        return F.normalize(F.linear(F.relu(u), self.weight2), p=2, dim=-1, eps=1e-8)
+        return F.normalize(self.output_layer(F.linear(F.relu(u), self.weight2)), p=2, dim=-1, eps=1e-8)
 
 
 class OODNet(nn.Module):
@@ -110,7 +111,10 @@ class OODNet(nn.Module):
     def layer_modules(self) -> "OrderedDict[str, nn.Module]":
         """The measured layers, input to output: every block of the encoder but the last
         (``block1``..), the encoder's output ``encoder`` (the embedding after global pooling), and
-        with a projector its hidden layer ``projector_hidden`` and output ``projector``."""
+        with a projector its hidden layer ``projector_hidden``, its output ``projector`` before the
+        L2 normalization (the layer the authors measure and detect from: their hooks on
+        ``projection_head.0`` and ``.2`` see the linear layers' outputs; the normalization is in
+        ``forward``) and ``projector_normalized``, the unit-norm input of the classifier."""
         blocks = [m for m in self.encoder.children()
                   if any(isinstance(s, nn.Conv2d) for s in m.modules()) and not isinstance(m, nn.Conv2d)]
         if not blocks:  # an MLP: every Linear layer's block
@@ -119,7 +123,8 @@ class OODNet(nn.Module):
         out["encoder"] = self.encoder
         if self.projector is not None:
             out["projector_hidden"] = self.projector.hidden_layer
-            out["projector"] = self.projector
+            out["projector"] = self.projector.output_layer
+            out["projector_normalized"] = self.projector
         return out
 
 

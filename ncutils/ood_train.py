@@ -263,6 +263,7 @@ def train_ood(run, cfg: dict, device=None, progress: bool | None = None, stop_af
             "analysis_seconds": time.perf_counter() - t0, **head,
             "train_acc_end": history[-1]["train_acc"], "nc1_encoder": by["encoder"]["nc1"],
             "nc1_projector": by["projector"]["nc1"] if "projector" in by else math.nan,
+            "nc1_projector_normalized": by["projector_normalized"]["nc1"] if "projector" in by else math.nan,
             "detection_layer": det["layer"], "auroc_near": det["auroc_near"], "auroc_far": det["auroc_far"],
             "fpr95_near": det["fpr95_near"], "fpr95_far": det["fpr95_far"],
             "transfer_near": by["encoder"]["transfer_near"], "transfer_far": by["encoder"]["transfer_far"],

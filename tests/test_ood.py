@@ -97,13 +97,19 @@ def test_hooks_return_the_same_features_as_a_plain_forward_pass():
     net = ood_model.build_ood_model("vgg11", 5, width=2, projector=True, seed=0).eval()
     x = torch.randn(7, 1, 28, 28)
     layers = net.layer_modules()
-    assert list(layers)[-3:] == ["encoder", "projector_hidden", "projector"]
+    assert list(layers)[-4:] == ["encoder", "projector_hidden", "projector", "projector_normalized"]
     with torch.no_grad(), ood.LayerFeatures(layers) as hooks:
         got = hooks.run(net, x)
         h = net.encoder(x)
         assert torch.equal(got["encoder"], h)
-        assert torch.equal(got["projector"], net.projector(h))
-        assert torch.equal(got["projector_hidden"], torch.nn.functional.linear(h, net.projector.weight1))
+        hidden = torch.nn.functional.linear(h, net.projector.weight1)
+        raw = torch.nn.functional.linear(torch.relu(hidden), net.projector.weight2)
+        assert torch.equal(got["projector_hidden"], hidden)
+        assert torch.equal(got["projector"], raw)  # before the L2 norm, as the authors' hook sees it
+        assert not torch.allclose(raw.norm(dim=1), torch.ones(len(x)))
+        assert torch.equal(got["projector_normalized"], net.projector(h))
+        assert torch.allclose(got["projector_normalized"].norm(dim=1), torch.ones(len(x)))
+        assert torch.equal(got["projector_normalized"], torch.nn.functional.normalize(raw, dim=-1, eps=1e-8))
         # block k: run the encoder's children up to that block, pool to 2 x 2 (or 1 x 1), flatten
         blocks = [n for n in layers if n.startswith("block")]
         children = list(net.encoder.children())
