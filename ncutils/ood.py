@@ -2,8 +2,9 @@
 
 * :class:`LayerFeatures` registers forward hooks on named modules and keeps, per forward pass, each
   module's output reduced as the authors' ``retrieve_any_layer.py`` does: a convolutional output
-  ``B x C x H x W`` is average-pooled to ``2 x 2`` (to ``1 x 1`` when it is smaller) and flattened,
-  a ``B x d`` output is kept as it is.
+  ``B x C x H x W`` is average-pooled to ``2 x 2`` (to ``1 x 1`` when it is smaller, or where
+  ``pool_sides`` says so: they pool their last conv layer to ``1 x 1``) and flattened, a ``B x d``
+  output is kept as it is.
 * :func:`layer_class_stats` streams those features into :class:`ncutils.metrics.ClassStats`, one per
   layer, without holding the N x d feature matrices; :func:`extract_layer_features` returns them.
 * :func:`energy_score` is the authors' ID score ``logsumexp(logits)`` (higher = more ID);
@@ -32,13 +33,16 @@ __all__ = ["pool_features", "LayerFeatures", "extract_layer_features", "layer_cl
            "energy_score", "detection_metrics", "linear_probe", "pearson"]
 
 
-def pool_features(output: torch.Tensor) -> torch.Tensor:
-    """A module output as a ``B x d`` feature matrix: 4-D outputs average-pooled to 2 x 2 (1 x 1
-    when smaller than 2 x 2) and flattened; 2-D outputs unchanged."""
+def pool_features(output: torch.Tensor, side: int | None = None) -> torch.Tensor:
+    """A module output as a ``B x d`` feature matrix: 4-D outputs average-pooled to ``side x side``
+    (default 2 x 2, or 1 x 1 when smaller than 2 x 2) and flattened; 2-D outputs unchanged."""
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"output must be a torch.Tensor, got {type(output).__name__}")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1):
+        raise ValueError(f"side must be a positive integer or None, got {side!r}")
     if output.ndim == 4:
-        side = 2 if min(output.shape[-2:]) >= 2 else 1
+        if side is None:
+            side = 2 if min(output.shape[-2:]) >= 2 else 1
         return F.adaptive_avg_pool2d(output, side).flatten(1)
     if output.ndim == 2:
         return output
@@ -54,19 +58,23 @@ class LayerFeatures:
     ...     hooks.features["encoder"]
     """
 
-    def __init__(self, modules: Mapping[str, nn.Module]):
+    def __init__(self, modules: Mapping[str, nn.Module], pool_sides: Mapping[str, int] | None = None):
         if not isinstance(modules, Mapping) or not modules:
             raise ValueError("modules must be a non-empty mapping of layer name -> nn.Module")
         for name, module in modules.items():
             if not isinstance(module, nn.Module):
                 raise TypeError(f"modules[{name!r}] must be an nn.Module, got {type(module).__name__}")
+        self.pool_sides = dict(pool_sides or {})
+        unknown = sorted(set(self.pool_sides) - set(modules))
+        if unknown:
+            raise ValueError(f"pool_sides names layers that modules lacks: {unknown}")
         self.modules = OrderedDict(modules)
         self.features: dict[str, torch.Tensor] = {}
         self._handles = []
 
     def _hook(self, name):
         def hook(module, inputs, output):
-            self.features[name] = pool_features(output).detach()
+            self.features[name] = pool_features(output, self.pool_sides.get(name)).detach()
         return hook
 
     def __enter__(self) -> "LayerFeatures":
@@ -103,14 +111,16 @@ def _batches(n: int, batch_size: int):
 
 @torch.no_grad()
 def extract_layer_features(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor,
-                           batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """``{layer: N x d float32 CPU tensor}`` of every hooked layer over ``x`` (model in eval mode)."""
+                           batch_size: int = 512, pool_sides: Mapping[str, int] | None = None
+                           ) -> dict[str, torch.Tensor]:
+    """``{layer: N x d float32 CPU tensor}`` of every hooked layer over ``x`` (model in eval mode;
+    ``pool_sides`` as in :class:`LayerFeatures`)."""
     _check_xy(x)
     was_training = model.training
     model.eval()
     out: dict[str, list] = {}
     device = next(model.parameters()).device
-    with LayerFeatures(modules) as hooks:
+    with LayerFeatures(modules, pool_sides) as hooks:
         for s in _batches(len(x), batch_size):
             for name, f in hooks.run(model, x[s:s + batch_size].to(device)).items():
                 out.setdefault(name, []).append(f.float().cpu())
@@ -120,7 +130,8 @@ def extract_layer_features(model: nn.Module, modules: Mapping[str, nn.Module], x
 
 @torch.no_grad()
 def layer_class_stats(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor,
-                      y: torch.Tensor, num_classes: int, batch_size: int = 512) -> dict[str, ClassStats]:
+                      y: torch.Tensor, num_classes: int, batch_size: int = 512,
+                      pool_sides: Mapping[str, int] | None = None) -> dict[str, ClassStats]:
     """Per-layer :class:`ClassStats` (class means, within-class scatter) of the hooked features,
     streamed batch by batch in float64: only K x d and d x d tensors are kept per layer."""
     _check_xy(x, y)
@@ -128,7 +139,7 @@ def layer_class_stats(model: nn.Module, modules: Mapping[str, nn.Module], x: tor
     model.eval()
     stats = {name: ClassStats(num_classes) for name in modules}
     device = next(model.parameters()).device
-    with LayerFeatures(modules) as hooks:
+    with LayerFeatures(modules, pool_sides) as hooks:
         for s in _batches(len(x), batch_size):
             yb = y[s:s + batch_size]
             for name, f in hooks.run(model, x[s:s + batch_size].to(device)).items():

@@ -109,23 +109,36 @@ class OODNet(nn.Module):
         return self.embed(x)[2]
 
     def layer_modules(self) -> "OrderedDict[str, nn.Module]":
-        """The measured layers, input to output: every block of the encoder but the last
-        (``block1``..), the encoder's output ``encoder`` (the embedding after global pooling), and
-        with a projector its hidden layer ``projector_hidden``, its output ``projector`` before the
-        L2 normalization (the layer the authors measure and detect from: their hooks on
-        ``projection_head.0`` and ``.2`` see the linear layers' outputs; the normalization is in
-        ``forward``) and ``projector_normalized``, the unit-norm input of the classifier."""
-        blocks = [m for m in self.encoder.children()
-                  if any(isinstance(s, nn.Conv2d) for s in m.modules()) and not isinstance(m, nn.Conv2d)]
-        if not blocks:  # an MLP: every Linear layer's block
-            blocks = [m for m in self.encoder.children() if isinstance(m, nn.Linear)]
-        out = OrderedDict((f"block{i + 1}", m) for i, m in enumerate(blocks[:-1]))
-        out["encoder"] = self.encoder
+        """The measured layers, input to output, as the authors' hooks (``retrieve_any_layer.py``
+        on ``features.<i>`` and ``projection_head.<i>``) see them: the output of every convolution
+        of the encoder *before* its normalization (``conv1``.., for an MLP encoder every Linear
+        layer, ``linear1``..), the last of them named ``encoder`` (their ``features.49`` for VGG17,
+        pooled to 1 x 1: :meth:`layer_pool_sides`); then ``embedding``, the encoder's pooled output
+        (after normalization, ReLU and pooling: what the entropy regularizer and the projector see,
+        not measured by the authors); with a projector its hidden layer ``projector_hidden``
+        (``projection_head.0``), its output ``projector`` before the L2 normalization
+        (``projection_head.2``; the normalization is in ``forward``) and ``projector_normalized``,
+        the unit-norm input of the classifier."""
+        layers = [m for m in self.encoder.modules() if isinstance(m, nn.Conv2d)]
+        kind = "conv"
+        if not layers:
+            layers, kind = [m for m in self.encoder.modules() if isinstance(m, nn.Linear)], "linear"
+        if not layers:
+            raise ValueError("the encoder has no Conv2d or Linear layer to measure")
+        out = OrderedDict((f"{kind}{i + 1}", m) for i, m in enumerate(layers[:-1]))
+        out["encoder"] = layers[-1]
+        out["embedding"] = self.encoder
         if self.projector is not None:
             out["projector_hidden"] = self.projector.hidden_layer
             out["projector"] = self.projector.output_layer
             out["projector_normalized"] = self.projector
         return out
+
+    @staticmethod
+    def layer_pool_sides() -> dict:
+        """Pooling sides that differ from the default 2 x 2: the last conv layer, 1 x 1 (the
+        authors' special case for ``features.49``)."""
+        return {"encoder": 1}
 
 
 def build_ood_model(arch: str, num_classes: int, width: int | None = None, projector: bool = False,

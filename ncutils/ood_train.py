@@ -14,7 +14,8 @@ Protocol (the authors' ``pretrain_vgg_nc.py``): AdamW (lr, weight decay), a line
 0.01 x lr over ``warmup_epochs`` then a cosine decay to 0, stepped once per epoch; cross entropy
 with label smoothing + ``alpha`` x entropy regularizer. No augmentation here (see the chapter).
 
-After training, :func:`analyze` measures every layer of :meth:`OODNet.layer_modules`: collapse
+After training, :func:`analyze` measures every layer of :meth:`OODNet.layer_modules` (the authors'
+layers: conv outputs before normalization, the last one, ``encoder``, pooled to 1 x 1): collapse
 metrics of the ID training features (streamed through hooks; NC2-NC4 against the ID probe's
 classifier, as the authors' ``nc_eval``), an ID linear probe whose energy scores detect near and far
 OOD test images (AUROC, FPR95), and transfer probes trained on the near-OOD classes and on the far
@@ -139,11 +140,11 @@ def analyze(model, splits: dict, cfg: dict, device=None) -> tuple[list, dict]:
     from .metrics import metrics_from_stats, ncc_mismatch_count
 
     device = next(model.parameters()).device if device is None else torch.device(device)
-    modules = model.layer_modules()
+    modules, sides = model.layer_modules(), model.layer_pool_sides()
     x_tr, y_tr = splits["id_train"]
     k = len(cfg["id_classes"])
-    stats = layer_class_stats(model, modules, x_tr, y_tr, k)
-    feats = {name: extract_layer_features(model, modules, xy[0]) for name, xy in splits.items()}
+    stats = layer_class_stats(model, modules, x_tr, y_tr, k, pool_sides=sides)
+    feats = {name: extract_layer_features(model, modules, xy[0], pool_sides=sides) for name, xy in splits.items()}
     labels = {name: xy[1].numpy() for name, xy in splits.items()}
     probe = dict(C=float(cfg["probe_C"]), max_iter=cfg["probe_max_iter"], seed=cfg["seed"])
     rows = []
@@ -264,6 +265,7 @@ def train_ood(run, cfg: dict, device=None, progress: bool | None = None, stop_af
             "train_acc_end": history[-1]["train_acc"], "nc1_encoder": by["encoder"]["nc1"],
             "nc1_projector": by["projector"]["nc1"] if "projector" in by else math.nan,
             "nc1_projector_normalized": by["projector_normalized"]["nc1"] if "projector" in by else math.nan,
+            "nc1_embedding": by["embedding"]["nc1"],
             "detection_layer": det["layer"], "auroc_near": det["auroc_near"], "auroc_far": det["auroc_far"],
             "fpr95_near": det["fpr95_near"], "fpr95_far": det["fpr95_far"],
             "transfer_near": by["encoder"]["transfer_near"], "transfer_far": by["encoder"]["transfer_far"],

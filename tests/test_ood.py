@@ -93,15 +93,31 @@ def test_arms_share_initial_weights():
 # ----------------------------------------------------------------------------- hooks
 
 def test_hooks_return_the_same_features_as_a_plain_forward_pass():
+    """The authors' layers: every conv output before its BatchNorm (pooled to 2 x 2; the last one,
+    ``encoder``, to 1 x 1), the pooled embedding, the projector before and after its L2 norm."""
     torch.manual_seed(0)
     net = ood_model.build_ood_model("vgg11", 5, width=2, projector=True, seed=0).eval()
     x = torch.randn(7, 1, 28, 28)
-    layers = net.layer_modules()
-    assert list(layers)[-4:] == ["encoder", "projector_hidden", "projector", "projector_normalized"]
-    with torch.no_grad(), ood.LayerFeatures(layers) as hooks:
+    layers, sides = net.layer_modules(), net.layer_pool_sides()
+    assert list(layers)[-5:] == ["encoder", "embedding", "projector_hidden", "projector", "projector_normalized"]
+    assert [n for n in layers if n.startswith("conv")] == [f"conv{i}" for i in range(1, 8)]  # VGG11: 8 convs
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    with torch.no_grad(), ood.LayerFeatures(layers, sides) as hooks:
         got = hooks.run(net, x)
+        conv_outputs, t = [], x
+        for child in net.encoder.children():  # by hand: each block's conv output, then the block
+            convs = [m for m in child.modules() if isinstance(m, torch.nn.Conv2d)]
+            if convs:
+                conv_outputs.append(convs[0](t))
+            t = child(t)
+        assert len(conv_outputs) == 8
+        for i, out in enumerate(conv_outputs[:-1], start=1):
+            side = 2 if out.shape[-1] >= 2 else 1
+            assert torch.equal(got[f"conv{i}"], pool(out, side).flatten(1)), i
+        assert torch.equal(got["encoder"], pool(conv_outputs[-1], 1).flatten(1))  # before BatchNorm
+        assert not torch.equal(got["encoder"], net.encoder(x))
         h = net.encoder(x)
-        assert torch.equal(got["encoder"], h)
+        assert torch.equal(got["embedding"], h) and torch.equal(t, h)
         hidden = torch.nn.functional.linear(h, net.projector.weight1)
         raw = torch.nn.functional.linear(torch.relu(hidden), net.projector.weight2)
         assert torch.equal(got["projector_hidden"], hidden)
@@ -110,19 +126,10 @@ def test_hooks_return_the_same_features_as_a_plain_forward_pass():
         assert torch.equal(got["projector_normalized"], net.projector(h))
         assert torch.allclose(got["projector_normalized"].norm(dim=1), torch.ones(len(x)))
         assert torch.equal(got["projector_normalized"], torch.nn.functional.normalize(raw, dim=-1, eps=1e-8))
-        # block k: run the encoder's children up to that block, pool to 2 x 2 (or 1 x 1), flatten
-        blocks = [n for n in layers if n.startswith("block")]
-        children = list(net.encoder.children())
-        for name in blocks:
-            t = x
-            for child in children:
-                t = child(t)
-                if child is layers[name]:
-                    break
-            side = 2 if t.shape[-1] >= 2 else 1
-            assert torch.equal(got[name], torch.nn.functional.adaptive_avg_pool2d(t, side).flatten(1)), name
     # the hooks are removed on exit
     assert all(not m._forward_hooks for m in layers.values())
+    with pytest.raises(ValueError, match="pool_sides"):
+        ood.LayerFeatures(layers, {"nope": 1})
 
 
 def test_layer_stats_stream_the_same_statistics_as_all_features_at_once():
