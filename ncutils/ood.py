@@ -30,7 +30,7 @@ from torch import nn
 from .metrics import ClassStats
 
 __all__ = ["pool_features", "LayerFeatures", "extract_layer_features", "layer_class_stats",
-           "energy_score", "detection_metrics", "linear_probe", "pearson"]
+           "energy_score", "detection_metrics", "linear_probe", "DETECTION_PROBE", "adamw_probe", "pearson"]
 
 
 def pool_features(output: torch.Tensor, side: int | None = None) -> torch.Tensor:
@@ -239,6 +239,65 @@ def linear_probe(train_features, train_labels, test_features, test_labels=None, 
         out["accuracy"] = float((lr.classes_[out["test_logits"].argmax(1)] == yte).mean())
     out["logits"] = {k: probe.decision_function(np.asarray(v, dtype=np.float64))
                      for k, v in (extra_features or {}).items()}
+    return out
+
+
+# The authors' detection probe (``ood_det/linear_probe_det.py``, ``ood_det_vgg_nc.sh``): nn.Linear
+# initialized N(0, 0.01) with zero bias, AdamW lr 1e-3 without weight decay, cross entropy with label
+# smoothing 0.1, 30 epochs of shuffled batches of 256, no feature scaling; features of the
+# projector's output are L2-normalized first. Energy scores come from the last epoch's logits.
+DETECTION_PROBE = dict(epochs=30, lr=1e-3, weight_decay=0.0, batch_size=256, label_smoothing=0.1)
+
+
+def adamw_probe(train_features, train_labels, test_features, test_labels=None,
+                extra_features: Mapping | None = None, normalize: bool = False, epochs: int = 30,
+                lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 256,
+                label_smoothing: float = 0.1, seed: int = 0) -> dict:
+    """The authors' linear probe (:data:`DETECTION_PROBE`), trained with torch on frozen features
+    (L2-normalized first when ``normalize``). Returns what :func:`linear_probe` returns: the last
+    epoch's ``accuracy`` on the test set, ``test_logits``, ``logits`` of ``extra_features``, and
+    ``weight`` / ``bias`` of the trained layer (on the features as the probe sees them)."""
+    xtr = torch.as_tensor(np.asarray(train_features, dtype=np.float32))
+    ytr = torch.as_tensor(np.asarray(train_labels)).long()
+    xte = torch.as_tensor(np.asarray(test_features, dtype=np.float32))
+    if xtr.ndim != 2 or len(xtr) == 0 or ytr.shape != (len(xtr),):
+        raise ValueError(f"train_features must be a non-empty N x d array with N labels, got {tuple(xtr.shape)} "
+                         f"and {tuple(ytr.shape)}")
+    if xte.ndim != 2 or xte.shape[1] != xtr.shape[1]:
+        raise ValueError(f"test_features must be N x {xtr.shape[1]} like train_features, got shape {tuple(xte.shape)}")
+    if not (torch.isfinite(xtr).all() and torch.isfinite(xte).all()):
+        raise ValueError("train_features or test_features contain NaN or infinite values")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    prep = (lambda x: F.normalize(x, p=2, dim=-1, eps=1e-8)) if normalize else (lambda x: x)
+    k = int(ytr.max()) + 1
+    gen = torch.Generator().manual_seed(seed)
+    layer = nn.Linear(xtr.shape[1], k)
+    with torch.no_grad():
+        layer.weight.normal_(0.0, 0.01, generator=gen)
+        layer.bias.zero_()
+    opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
+    xtr_p = prep(xtr)
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=gen)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            loss = F.cross_entropy(layer(xtr_p[idx]), ytr[idx], label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        logits = lambda x: layer(prep(torch.as_tensor(np.asarray(x, dtype=np.float32)))).double().numpy()  # noqa: E731
+        out = {"test_logits": logits(xte), "weight": layer.weight.detach().double().numpy(),
+               "bias": layer.bias.detach().double().numpy(), "converged": True, "classes": np.arange(k),
+               "accuracy": math.nan}
+        if test_labels is not None:
+            yte = np.asarray(test_labels)
+            if yte.shape != (len(xte),):
+                raise ValueError(f"test_labels must have length {len(xte)}, got shape {yte.shape}")
+            out["accuracy"] = float((out["test_logits"].argmax(1) == yte).mean())
+        out["logits"] = {name: logits(v) for name, v in (extra_features or {}).items()}
     return out
 
 

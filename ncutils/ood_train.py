@@ -18,7 +18,8 @@ After training, :func:`analyze` measures every layer of :meth:`OODNet.layer_modu
 layers: conv outputs before normalization, the last one, ``encoder``, pooled to 1 x 1): collapse
 metrics of the ID training features (streamed through hooks; NC2-NC4 against the ID probe's
 classifier, as the authors' ``nc_eval``), an ID linear probe whose energy scores detect near and far
-OOD test images (AUROC, FPR95), and transfer probes trained on the near-OOD classes and on the far
+OOD test images (AUROC, FPR95; the authors' AdamW probe, :func:`ncutils.ood.adamw_probe`), and
+transfer probes (scikit-learn logistic regression) trained on the near-OOD classes and on the far
 dataset (accuracy on their test images).
 """
 
@@ -31,7 +32,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .ood import detection_metrics, energy_score, extract_layer_features, layer_class_stats, linear_probe
+from .ood import (DETECTION_PROBE, adamw_probe, detection_metrics, energy_score, extract_layer_features,
+                  layer_class_stats, linear_probe)
 from .ood_model import build_ood_model, entropy_regularizer
 
 __all__ = ["ood_splits", "train_ood", "analyze", "run_nc_ood", "arm_label", "LAYER_COLUMNS",
@@ -150,8 +152,11 @@ def analyze(model, splits: dict, cfg: dict, device=None) -> tuple[list, dict]:
     rows = []
     for depth, layer in enumerate(modules, start=1):
         f = {name: feats[name][layer] for name in feats}
-        p = linear_probe(f["id_train"], labels["id_train"], f["id_test"], labels["id_test"],
-                         extra_features={"near": f["near_test"], "far": f["far_test"]}, **probe)
+        # the ID probe whose energy scores detect OOD: the authors' (they L2-normalize the
+        # projector's output, projection_head.2, in the probe; NC is measured on the raw features)
+        p = adamw_probe(f["id_train"], labels["id_train"], f["id_test"], labels["id_test"],
+                        extra_features={"near": f["near_test"], "far": f["far_test"]},
+                        normalize=layer == "projector", seed=cfg["seed"], **DETECTION_PROBE)
         s_id = energy_score(p["test_logits"])
         near = detection_metrics(s_id, energy_score(p["logits"]["near"]))
         far = detection_metrics(s_id, energy_score(p["logits"]["far"]))

@@ -241,3 +241,19 @@ def test_presets_have_four_arms_and_enough_seeds():
         assert [a["name"] for a in exp["arms"]] == ["plain", "entropy", "etf", "both"]
         if preset != "smoke":
             assert len(exp["seeds"]) >= 3
+
+
+def test_the_authors_detection_probe_learns_separable_data_and_normalizes_when_asked():
+    rng = np.random.default_rng(0)
+    means = np.eye(3, 6) * 5.0
+    y = np.repeat(np.arange(3), 40)
+    x = means[y] + rng.normal(0, 0.3, (len(y), 6))
+    p = ood.adamw_probe(x, y, x, y, extra_features={"far": x[:5] * 0.1}, seed=1, **ood.DETECTION_PROBE)
+    assert p["accuracy"] == 1.0 and p["logits"]["far"].shape == (5, 3)
+    again = ood.adamw_probe(x, y, x, y, seed=1, **ood.DETECTION_PROBE)
+    assert np.array_equal(p["test_logits"], again["test_logits"])  # seeded: reproducible
+    a = ood.adamw_probe(x, y, x, y, normalize=True, seed=2)
+    b = ood.adamw_probe(x * 7.0, y, x * 3.0, y, normalize=True, seed=2)  # scale is removed by the norm
+    assert np.allclose(a["test_logits"], b["test_logits"], atol=1e-5)
+    with pytest.raises(ValueError, match="epochs"):
+        ood.adamw_probe(x, y, x, y, epochs=0)
