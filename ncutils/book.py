@@ -23,6 +23,7 @@ CHAPTERS = (
     ("chapters/02_ufm_landscape", "2. UFM landscape", "ufm"),
     ("chapters/03_fixed_etf", "3. Fixed ETF classifier, d = K", "fixed_etf"),
     ("chapters/04_segmentation_cr", "4. Segmentation and the CR loss", "camvid_cr"),
+    ("chapters/06_nc_ood", "6. Collapse vs OOD detection and transfer", "nc_ood"),
 )
 
 
@@ -138,7 +139,46 @@ def _camvid_cr(runs) -> tuple:
                   f"{m2:+.3f} ({fmt_p(p2)}; paired t-test)")
 
 
-VERDICTS = {"terminal_phase": _terminal_phase, "ufm": _ufm, "fixed_etf": _fixed_etf, "camvid_cr": _camvid_cr}
+def _t_interval(values) -> tuple:
+    """Mean and half-width of the 95% t-interval (NaN half-width with fewer than 2 values)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def _nc_ood(runs) -> tuple:
+    """Chapter 6's criterion (issue 15): over the encoder layers of each plain network, the Pearson R
+    of collapse (-log10 NC1) with detection (mean near/far AUROC) is positive and with transfer (mean
+    near/far probe accuracy) negative, the paper's signs, each with a 95% interval over seeds."""
+    from .ood import pearson
+
+    r_det, r_gen = [], []
+    for run in runs:
+        cfg = run.info["config"]
+        if cfg.get("alpha") != 0 or cfg.get("projector"):  # the plain arm: no regularizer, no projector
+            continue
+        tab = run.table("layers")
+        enc = tab[~tab["layer"].str.startswith("projector")]
+        collapse = -np.log10(enc["nc1"].to_numpy(dtype=float))
+        r_det.append(pearson(collapse, (enc["auroc_near"] + enc["auroc_far"]) / 2))
+        r_gen.append(pearson(collapse, (enc["transfer_near"] + enc["transfer_far"]) / 2))
+    if not r_det:
+        return "pending", "no plain network yet"
+    (md, hd), (mg, hg) = _t_interval(r_det), _t_interval(r_gen)
+    excl = lambda m, h: math.isfinite(h) and abs(m) > h  # noqa: E731
+    signs = md > 0 and mg < 0
+    word = ("holds" if signs and excl(md, hd) and excl(mg, hg) else "signs hold, interval includes 0"
+            if signs else "deviates")
+    return word, (f"over the layers of {len(r_det)} plain networks, R(collapse, detection) = {md:+.2f} ± {hd:.2f} "
+                  f"(paper +0.77), R(collapse, transfer) = {mg:+.2f} ± {hg:.2f} (paper -0.60); "
+                  "criterion: the paper's signs with 95% intervals excluding 0")
+
+
+VERDICTS = {"terminal_phase": _terminal_phase, "ufm": _ufm, "fixed_etf": _fixed_etf, "camvid_cr": _camvid_cr,
+            "nc_ood": _nc_ood}
 
 
 def chapter_state(experiment: str, runs=None) -> list:

@@ -125,3 +125,29 @@ def test_the_chapter_3_verdict_pairs_seeds_and_reads_the_interval(results_dir):
     worse_base = [planted(s, "learned", None, 0.10 + 0.01 * s) for s in range(3, 6)]
     assert book.VERDICTS["fixed_etf"](worse_base + worse)[0] == "deviates"
     assert book.VERDICTS["fixed_etf"](base)[0] == "pending"
+
+
+def test_the_chapter_6_verdict_reads_the_signs_of_the_layer_correlations_of_plain_networks(results_dir):
+    def planted(seed, detection_slope, arm_cfg):
+        nc1 = np.array([8.0, 2.0, 0.5, 0.1, 0.01])  # collapse grows with depth
+        noise = np.random.default_rng(seed).normal(0, 1e-3, len(nc1))
+        collapse = -np.log10(nc1)
+        run = store.Run("nc_ood", "cpu", {"seed": seed, **arm_cfg}, label=f"x-s{seed}")
+        run.path.mkdir(parents=True)
+        pd.DataFrame({"layer": ["block1", "block2", "block3", "encoder", "projector"], "nc1": nc1,
+                      "auroc_near": 0.5 + detection_slope * collapse + noise, "auroc_far": 0.5 + detection_slope * collapse,
+                      "transfer_near": 0.9 - 0.1 * collapse + noise, "transfer_far": 0.9 - 0.1 * collapse}).to_csv(
+            run.path / "layers.csv", index=False)
+        (run.path / "run.json").write_text(json.dumps({
+            "experiment": "nc_ood", "preset": "cpu", "label": run.label, "config": {"seed": seed, **arm_cfg},
+            "config_hash": run.key, "wall_seconds": 1.0, "commit": "abc", "device": "cpu", "torch": "2",
+            "finished": "2026", "summary": {}}))
+        return run
+
+    plain = [planted(s, 0.1, {"alpha": 0.0, "projector": False}) for s in range(3)]
+    other = [planted(s, -0.1, {"alpha": 0.05, "projector": True}) for s in range(3)]  # ignored: not plain
+    word, text = book.VERDICTS["nc_ood"](plain + other)
+    assert word == "holds" and "3 plain networks" in text and "R(collapse, detection) = +1.00" in text
+    flipped = [planted(s + 10, -0.1, {"alpha": 0.0, "projector": False}) for s in range(3)]
+    assert book.VERDICTS["nc_ood"](flipped)[0] == "deviates"
+    assert book.VERDICTS["nc_ood"](other)[0] == "pending"

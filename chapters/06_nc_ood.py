@@ -37,11 +37,19 @@
 # by `ncutils.ood`, `ncutils.ood_model` and `ncutils.ood_train`.
 
 # %% tags=["remove-cell"]
+# Colab only: a shallow clone of the book (code and committed results), an editable install,
+# and its chapters/ folder as the working directory, so committed runs are loaded, not retrained.
+import os
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install -q "ncutils @ git+https://github.com/ncbook/neural-collapse-book"
-    pass
+    REPO_URL, BOOK = "https://github.com/ncbook/neural-collapse-book", "/content/neural-collapse-book"
+    if not os.path.isdir(os.path.join(BOOK, ".git")):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", REPO_URL, BOOK], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--editable", BOOK], check=True)
+    sys.path.insert(0, BOOK)  # importable at once, without restarting the runtime
+    os.chdir(os.path.join(BOOK, "chapters"))
 
 # %% tags=["parameters"]
 PRESET = "cpu"
