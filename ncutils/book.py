@@ -71,9 +71,7 @@ def _fixed_etf(runs, tolerance: float = 0.02) -> tuple:
     """Chapter 3's criterion: per dataset, the paired difference in final test error of the fixed-ETF
     d = K network minus the learned default-d baseline of the same seed, mean and 95% t-interval over
     seeds; "holds" when every interval's upper end is at most ``tolerance`` (the runs exclude a cost
-    larger than that), "consistent" when every mean is, "deviates" otherwise."""
-    from scipy import stats
-
+    larger than that), "consistent with no cost" when every mean is, "deviates" otherwise."""
     err, saving = {}, []
     for run in runs:
         cfg, summ = run.info["config"], run.info["summary"]
@@ -86,21 +84,19 @@ def _fixed_etf(runs, tolerance: float = 0.02) -> tuple:
         seeds = sorted(k[3] for k in err if k[:3] == (ds, "learned", None) and (ds, "etf", 10, k[3]) in err)
         if not seeds:
             continue
-        d = np.array([err[ds, "etf", 10, s] - err[ds, "learned", None, s] for s in seeds])
-        half = (float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-                if len(d) > 1 else float("nan"))
-        means.append(float(d.mean()))
-        ups.append(float(d.mean()) + half)
-        parts.append(f"{ds}: fixed ETF d = K minus learned, test error {100 * d.mean():+.2f} points"
-                     + (f" [{100 * (d.mean() - half):+.2f}, {100 * (d.mean() + half):+.2f}]" if len(d) > 1 else "")
-                     + f" over {len(d)} seeds")
+        mean, half = _t_interval([err[ds, "etf", 10, s] - err[ds, "learned", None, s] for s in seeds])
+        means.append(mean)
+        ups.append(mean + half)
+        parts.append(f"{ds}: fixed ETF d = K minus learned, test error {100 * mean:+.2f} points"
+                     + (f" [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]" if len(seeds) > 1 else "")
+                     + f" over {len(seeds)} seeds")
     if not parts:
         return "pending", "no pair of learned / fixed-ETF runs yet"
     text = "; ".join(parts)
     if saving:
         text += f"; memory saved by the whole step at batch 128: {100 * min(saving):.0f}-{100 * max(saving):.0f}%"
     word = ("holds" if all(u <= tolerance for u in ups) else
-            "consistent" if all(m <= tolerance for m in means) else "deviates")
+            "consistent with no cost" if all(m <= tolerance for m in means) else "deviates")
     return word, text + (f" (criterion: the 95% interval excludes a cost above {100 * tolerance:.0f} points)")
 
 
