@@ -61,7 +61,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 from scipy import stats
 
 from ncutils import config, ood, plotting
@@ -89,7 +89,9 @@ print(f"preset {PRESET!r}: {exp['arch']} width {exp['width']} (d = {8 * exp['wid
 #
 # After training, every layer is measured: each block of the encoder (its output average-pooled to
 # $2\times2$ and flattened, as the authors' hooks do), the encoder output (the embedding) and, with a
-# projector, its hidden layer and its output. Per layer: the collapse metrics of chapter 1 on the
+# projector, its hidden layer, its output before the L2 normalization (`projector`: the layer the
+# authors' hooks measure and detect from) and the normalized classifier input
+# (`projector_normalized`). Per layer: the collapse metrics of chapter 1 on the
 # ID training features, streamed through forward hooks; an ID linear probe (scikit-learn logistic
 # regression) whose **energy score** $\log\sum_k e^{f_k(x)}$ separates ID test images from near and
 # far OOD test images (AUROC and FPR at 95% TPR, computed with `pytorch-ood`); and two transfer probes,
@@ -132,13 +134,22 @@ def fmt(values, spec=".3f") -> str:
 # %% tags=["hide-input"]
 plain = layers[layers["arm"] == "plain"]
 order = list(dict.fromkeys(plain["layer"]))
-cols = {"nc1": ("NC1", ".3g"), "id_probe_acc": ("ID probe acc", ".3f"), "auroc_near": ("AUROC near", ".3f"),
-        "fpr95_near": ("FPR95 near", ".3f"), "auroc_far": ("AUROC far", ".3f"), "fpr95_far": ("FPR95 far", ".3f"),
-        "transfer_near": ("transfer near", ".3f"), "transfer_far": ("transfer far", ".3f")}
-table = pd.DataFrame([{"layer": name, "dim": int(plain[plain["layer"] == name]["dim"].iloc[0]),
-                       **{label: fmt(plain[plain["layer"] == name][c], spec) for c, (label, spec) in cols.items()}}
-                      for name in order])
-table.style.hide()
+
+
+def layer_table(frame, names, cols, caption):
+    """One row per layer: mean ± 95% interval over seeds of each column (at most 8 columns)."""
+    rows = [{"layer": name, "dim": int(frame[frame["layer"] == name]["dim"].iloc[0]),
+             **{label: fmt(frame[frame["layer"] == name][c], spec) for c, (label, spec) in cols.items()}}
+            for name in names]
+    return plotting.style_table(pd.DataFrame(rows), caption=caption)
+
+
+display(layer_table(plain, order, {"nc1": ("NC1", ".3g"), "id_probe_acc": ("ID probe acc", ".3f"),
+                                   "transfer_near": ("transfer near", ".3f"), "transfer_far": ("transfer far", ".3f")},
+                    "Plain network, per layer: collapse, ID probe accuracy, transfer accuracy."))
+layer_table(plain, order, {"auroc_near": ("AUROC near", ".3f"), "fpr95_near": ("FPR95 near", ".3f"),
+                           "auroc_far": ("AUROC far", ".3f"), "fpr95_far": ("FPR95 far", ".3f")},
+            "Plain network, per layer: energy-score detection of near and far OOD.")
 
 # %% mystnb={"figure": {"caption": "Layer by layer in the plain network (mean over seeds, one dot per seed): NC1 of the ID training features (left, log scale), energy-score detection AUROC of near OOD (held-out FashionMNIST classes) and far OOD (MNIST) (middle), and linear-probe transfer accuracy on the same two (right).", "name": "fig-06-layers"}} tags=["hide-input"]
 fig, axes = plotting.new_figure(3, 1, width=2.6, height=2.5)
@@ -227,23 +238,38 @@ Markdown(sign_sentence(r_det, r_det_h, +1, "detection", 0.77) + " "
 # ## Controlling collapse: the four arms
 #
 # Per arm, mean ± 95% interval over seeds. NC1 of the encoder output and of the projector output
+# before its L2 normalization, as the authors measure it, and of the normalized classifier input
 # (ID training features); detection from the projector when there is one (from the encoder output
 # otherwise), as the authors; transfer from the encoder output, as the authors. "Network" is the
 # test accuracy of the trained network on the ID classes.
 
 # %% tags=["hide-input"]
 arm_cols = {"test_acc": ("network ID acc", ".3f"), "nc1_encoder": ("NC1 encoder", ".3g"),
-            "nc1_projector": ("NC1 projector", ".3g"), "auroc_near": ("AUROC near", ".3f"),
+            "nc1_projector": ("NC1 projector", ".3g"),
+            "nc1_projector_normalized": ("NC1 projector, normalized", ".3g"), "auroc_near": ("AUROC near", ".3f"),
             "auroc_far": ("AUROC far", ".3f"), "fpr95_near": ("FPR95 near", ".3f"), "fpr95_far": ("FPR95 far", ".3f"),
             "transfer_near": ("transfer near", ".3f"), "transfer_far": ("transfer far", ".3f")}
-arm_table = pd.DataFrame([{"arm": arm, "detection from": summary[summary["arm"] == arm]["detection_layer"].iloc[0],
-                           **{label: fmt(summary[summary["arm"] == arm][c], spec) if summary[summary["arm"] == arm][c].notna().any()
-                              else "n/a" for c, (label, spec) in arm_cols.items()}} for arm in arms])
+
+
+def arm_table(cols: list, caption: str, detection_from: bool = False):
+    rows = []
+    for arm in arms:
+        part = summary[summary["arm"] == arm]
+        row = {"arm": arm, **({"detection from": part["detection_layer"].iloc[0]} if detection_from else {})}
+        row.update({arm_cols[c][0]: fmt(part[c], arm_cols[c][1]) if part[c].notna().any() else "n/a" for c in cols})
+        rows.append(row)
+    return plotting.style_table(pd.DataFrame(rows), caption=caption)
+
+
 for arm in arms:
     part = summary[summary["arm"] == arm]
     for c in arm_cols:
         plotting.glue(f"c06_{c}_{arm}", ci95(part[c])[0])
-arm_table.style.hide()
+display(arm_table(["test_acc", "nc1_encoder", "nc1_projector", "nc1_projector_normalized"],
+                  "Per arm: ID test accuracy of the network and collapse (NC1, ID training features).",
+                  detection_from=True))
+arm_table(["auroc_near", "auroc_far", "fpr95_near", "fpr95_far", "transfer_near", "transfer_far"],
+          "Per arm: detection (from the projector where there is one) and transfer (from the encoder output).")
 
 # %% mystnb={"figure": {"caption": "The four arms (mean over seeds with 95% intervals; dots: seeds). Left: NC1 of the encoder output and of the projector output (log scale). Middle: detection AUROC, near and far OOD. Right: transfer accuracy of the encoder output, near and far.", "name": "fig-06-arms"}} tags=["hide-input"]
 fig, axes = plotting.new_figure(3, 1, width=2.6, height=2.6)
@@ -281,6 +307,25 @@ fig
 # classes {glue:text}`c06_transfer_near_plain:.3f`, {glue:text}`c06_transfer_near_entropy:.3f` and
 # {glue:text}`c06_transfer_near_both:.3f`. The encoder's NC1 goes from {glue:text}`c06_nc1_encoder_plain:.3g`
 # (plain) to {glue:text}`c06_nc1_encoder_entropy:.3g` with the entropy regularizer.
+
+# %% tags=["remove-cell"]
+for arm in ("etf", "both"):
+    for layer in ("projector", "projector_normalized"):
+        part = layers[(layers["arm"] == arm) & (layers["layer"] == layer)]
+        for key in ("auroc_near", "auroc_far"):
+            plotting.glue(f"c06_{key}_{arm}_{layer}", ci95(part[key])[0])
+
+# %% [markdown]
+# Where detection is read matters. From the projector's output before its L2 normalization (the
+# layer the authors' hook measures) the `etf` arm detects near / far OOD with AUROC
+# {glue:text}`c06_auroc_near_etf_projector:.3f` / {glue:text}`c06_auroc_far_etf_projector:.3f`; from the
+# normalized classifier input, the same network gives {glue:text}`c06_auroc_near_etf_projector_normalized:.3f`
+# / {glue:text}`c06_auroc_far_etf_projector_normalized:.3f` (`both`: {glue:text}`c06_auroc_near_both_projector:.3f`
+# / {glue:text}`c06_auroc_far_both_projector:.3f` against {glue:text}`c06_auroc_near_both_projector_normalized:.3f`
+# / {glue:text}`c06_auroc_far_both_projector_normalized:.3f`). The normalization discards the norm of
+# the features, which an energy score can use; the plain network, read from its encoder output,
+# gives {glue:text}`c06_auroc_near_plain:.3f` / {glue:text}`c06_auroc_far_plain:.3f`, so which of the two
+# projector layers is read can decide whether the projector looks like a help or a harm.
 
 # %% tags=["hide-input"]
 def paired(metric: str, a: str, b: str) -> tuple[float, float]:
@@ -322,8 +367,8 @@ Markdown("Paired differences over seeds (same initial weights, same batches):\n\
 # | projector | 512 -> 2048 -> 512, bias-free, ReLU, fixed $\sqrt{c/(c-1)}(I - \frac1c 11^\top)$, c = 512, L2-normalized output | the same construction at d = 64 (64 -> 256 -> 64, c = 64); weights are buffers (`paper` preset: d = 512) |
 # | entropy regularizer | $-\mathrm{mean}\log(\lVert z_i - z_{nn(i)}\rVert + 10^{-8})$ on the normalized encoder output, $\alpha$ = 0.05 | the same (tested against its closed form) |
 # | training | AdamW lr 0.006, wd 0.05, batch 512, 100 epochs, 5 warm-up + cosine, label smoothing 0.1 | the same hyper-parameters and epochs on 7,500 images (1,500 steps) |
-# | layers measured | outputs of every conv layer (before its normalization) pooled to 2x2; last conv and projector output for the method | outputs of every conv block (after BN + ReLU) pooled to 2x2; the encoder's pooled output; the projector's hidden layer and (normalized) output |
-# | NC1 | $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$ on the probe's training features (projector output *not* normalized) | the same NC1 (chapter 1's streaming statistics) on the ID training features; the projector output *is* normalized, as the classifier sees it |
+# | layers measured | outputs of every conv layer (before its normalization) pooled to 2x2; for the method the last conv layer and the projector's second linear layer (`projection_head.2`, before the L2 normalization in `forward`) | outputs of every conv block (after BN + ReLU) pooled to 2x2; the encoder's pooled output; the projector's hidden layer, its output before the L2 normalization (detection is read here, as the authors) and the normalized classifier input (shown too) |
+# | NC1 | $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$ on the probe's training features | the same NC1 (chapter 1's streaming statistics) on the ID training features |
 # | detection | energy score of a linear probe trained per layer (AdamW, 30 epochs, label smoothing), AUROC and FPR95 (ID positive) | energy score of a scikit-learn logistic-regression probe (standardized features, C = 1); AUROC and FPR95 (ID positive) computed with `pytorch-ood` |
 # | transfer | linear probe per OOD dataset, best test accuracy over 30 epochs | logistic-regression probe trained on 200 images per class, accuracy on 200 other images per class (no selection on the test set) |
 # | seeds | one run per model | 5 seeds per arm, mean ± 95% t-interval |
