@@ -87,11 +87,14 @@ print(f"preset {PRESET!r}: {exp['arch']} width {exp['width']} (d = {8 * exp['wid
 # loaded, never retrained; `python scripts/run_experiment.py nc_ood --preset cpu` computes missing
 # ones (resumable).
 #
-# After training, every layer is measured: each block of the encoder (its output average-pooled to
-# $2\times2$ and flattened, as the authors' hooks do), the encoder output (the embedding) and, with a
-# projector, its hidden layer, its output before the L2 normalization (`projector`: the layer the
-# authors' hooks measure and detect from) and the normalized classifier input
-# (`projector_normalized`). Per layer: the collapse metrics of chapter 1 on the
+# After training, every layer is measured where the authors' hooks measure it: the output of each
+# convolution *before* its normalization, average-pooled to $2\times2$ and flattened (`conv1` ..
+# `conv7`), the last convolution pooled to $1\times1$ (`encoder`: their `features.49`, the layer they
+# read collapse and transfer from); then the pooled embedding after BatchNorm, ReLU and pooling
+# (`embedding`: what the entropy regularizer and the projector see; not among the authors' layers)
+# and, with a projector, its hidden layer, its output before the L2 normalization (`projector`: the
+# layer the authors detect from) and the normalized classifier input (`projector_normalized`).
+# Per layer: the collapse metrics of chapter 1 on the
 # ID training features, streamed through forward hooks; an ID linear probe (scikit-learn logistic
 # regression) whose **energy score** $\log\sum_k e^{f_k(x)}$ separates ID test images from near and
 # far OOD test images (AUROC and FPR at 95% TPR, computed with `pytorch-ood`); and two transfer probes,
@@ -182,7 +185,7 @@ fig
 
 # %% tags=["hide-input"]
 def layer_correlations(frame: pd.DataFrame) -> dict:
-    enc = frame[~frame["layer"].str.startswith("projector")]
+    enc = frame[frame["layer"].str.startswith("conv") | (frame["layer"] == "encoder")]  # the conv layers
     enc = enc[np.isfinite(enc["collapse"])]
     return {"r_detection": ood.pearson(enc["collapse"], enc["detection"]),
             "r_transfer": ood.pearson(enc["collapse"], enc["transfer"])}
@@ -197,7 +200,7 @@ r_det, r_det_h = ci95(corr[corr["arm"] == "plain"]["r_detection"])
 r_gen, r_gen_h = ci95(corr[corr["arm"] == "plain"]["r_transfer"])
 plotting.glue("c06_r_detection", r_det)
 plotting.glue("c06_r_transfer", r_gen)
-plotting.glue("c06_n_layers", len(order) if "projector" not in order else len(order) - 2)
+plotting.glue("c06_n_layers", sum(name.startswith("conv") or name == "encoder" for name in order))
 plotting.glue("c06_n_seeds", len(seeds))
 corr_table.style.hide()
 
@@ -206,10 +209,10 @@ corr_table.style.hide()
 # the encoder layers is R = {glue:text}`c06_r_detection:+.2f`, and between collapse and transfer
 # R = {glue:text}`c06_r_transfer:+.2f`.
 
-# %% mystnb={"figure": {"caption": "Every encoder layer of every plain network (one colour per seed): detection AUROC (mean of near and far, left) and transfer accuracy (mean of near and far, right) against the degree of collapse, -log10 NC1 of the ID training features.", "name": "fig-06-correlation"}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Every conv layer of every plain network (one colour per seed): detection AUROC (mean of near and far, left) and transfer accuracy (mean of near and far, right) against the degree of collapse, -log10 NC1 of the ID training features.", "name": "fig-06-correlation"}} tags=["hide-input"]
 fig, axes = plotting.new_figure(2, 1, width=3.2, height=2.6)
 for i, s in enumerate(seeds):
-    part = plain[(plain["seed"] == s) & ~plain["layer"].str.startswith("projector")]
+    part = plain[(plain["seed"] == s) & (plain["layer"].str.startswith("conv") | (plain["layer"] == "encoder"))]
     axes[0][0].plot(part["collapse"], part["detection"], "o", color=f"C{i}", ms=4, label=f"seed {s}")
     axes[0][1].plot(part["collapse"], part["transfer"], "o", color=f"C{i}", ms=4)
 axes[0][0].set(xlabel="collapse: -log10 NC1", ylabel="detection AUROC (near, far mean)")
@@ -237,15 +240,16 @@ Markdown(sign_sentence(r_det, r_det_h, +1, "detection", 0.77) + " "
 # %% [markdown]
 # ## Controlling collapse: the four arms
 #
-# Per arm, mean ± 95% interval over seeds. NC1 of the encoder output and of the projector output
-# before its L2 normalization, as the authors measure it, and of the normalized classifier input
-# (ID training features); detection from the projector when there is one (from the encoder output
-# otherwise), as the authors; transfer from the encoder output, as the authors. "Network" is the
-# test accuracy of the trained network on the ID classes.
+# Per arm, mean ± 95% interval over seeds. NC1 (ID training features) of the encoder's last conv
+# layer and of the projector's output before its L2 normalization, the two layers the authors
+# measure, and of the embedding and the normalized classifier input; detection from the projector
+# when there is one (from the encoder's last conv layer otherwise) and transfer from the encoder's
+# last conv layer, as the authors. "Network" is the test accuracy of the trained network on the ID
+# classes.
 
 # %% tags=["hide-input"]
 arm_cols = {"test_acc": ("network ID acc", ".3f"), "nc1_encoder": ("NC1 encoder", ".3g"),
-            "nc1_projector": ("NC1 projector", ".3g"),
+            "nc1_embedding": ("NC1 embedding", ".3g"), "nc1_projector": ("NC1 projector", ".3g"),
             "nc1_projector_normalized": ("NC1 projector, normalized", ".3g"), "auroc_near": ("AUROC near", ".3f"),
             "auroc_far": ("AUROC far", ".3f"), "fpr95_near": ("FPR95 near", ".3f"), "fpr95_far": ("FPR95 far", ".3f"),
             "transfer_near": ("transfer near", ".3f"), "transfer_far": ("transfer far", ".3f")}
@@ -265,13 +269,13 @@ for arm in arms:
     part = summary[summary["arm"] == arm]
     for c in arm_cols:
         plotting.glue(f"c06_{c}_{arm}", ci95(part[c])[0])
-display(arm_table(["test_acc", "nc1_encoder", "nc1_projector", "nc1_projector_normalized"],
+display(arm_table(["test_acc", "nc1_encoder", "nc1_embedding", "nc1_projector", "nc1_projector_normalized"],
                   "Per arm: ID test accuracy of the network and collapse (NC1, ID training features).",
                   detection_from=True))
 arm_table(["auroc_near", "auroc_far", "fpr95_near", "fpr95_far", "transfer_near", "transfer_far"],
-          "Per arm: detection (from the projector where there is one) and transfer (from the encoder output).")
+          "Per arm: detection (from the projector where there is one) and transfer (from the encoder's last conv layer).")
 
-# %% mystnb={"figure": {"caption": "The four arms (mean over seeds with 95% intervals; dots: seeds). Left: NC1 of the encoder output and of the projector output (log scale). Middle: detection AUROC, near and far OOD. Right: transfer accuracy of the encoder output, near and far.", "name": "fig-06-arms"}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "The four arms (mean over seeds with 95% intervals; dots: seeds). Left: NC1 of the encoder's last conv layer and of the projector output before its L2 norm (log scale). Middle: detection AUROC, near and far OOD. Right: transfer accuracy of the encoder's last conv layer, near and far.", "name": "fig-06-arms"}} tags=["hide-input"]
 fig, axes = plotting.new_figure(3, 1, width=2.6, height=2.6)
 colors = {"plain": "C7", "entropy": "C0", "etf": "C3", "both": "C4"}
 for ax, (k1, k2), ylabel in ((axes[0][0], ("nc1_encoder", "nc1_projector"), "NC1 (encoder | projector)"),
@@ -302,7 +306,7 @@ fig
 # {glue:text}`c06_auroc_far_etf:.3f` from the ETF projector and {glue:text}`c06_auroc_far_both:.3f`
 # from the projector of the full method; near-OOD AUROC {glue:text}`c06_auroc_near_plain:.3f`,
 # {glue:text}`c06_auroc_near_etf:.3f` and {glue:text}`c06_auroc_near_both:.3f`. Transfer to MNIST from the
-# encoder output: {glue:text}`c06_transfer_far_plain:.3f` (plain), {glue:text}`c06_transfer_far_entropy:.3f`
+# encoder's last conv layer: {glue:text}`c06_transfer_far_plain:.3f` (plain), {glue:text}`c06_transfer_far_entropy:.3f`
 # (entropy regularizer), {glue:text}`c06_transfer_far_both:.3f` (both); to the held-out FashionMNIST
 # classes {glue:text}`c06_transfer_near_plain:.3f`, {glue:text}`c06_transfer_near_entropy:.3f` and
 # {glue:text}`c06_transfer_near_both:.3f`. The encoder's NC1 goes from {glue:text}`c06_nc1_encoder_plain:.3g`
@@ -323,7 +327,7 @@ for arm in ("etf", "both"):
 # / {glue:text}`c06_auroc_far_etf_projector_normalized:.3f` (`both`: {glue:text}`c06_auroc_near_both_projector:.3f`
 # / {glue:text}`c06_auroc_far_both_projector:.3f` against {glue:text}`c06_auroc_near_both_projector_normalized:.3f`
 # / {glue:text}`c06_auroc_far_both_projector_normalized:.3f`). The normalization discards the norm of
-# the features, which an energy score can use; the plain network, read from its encoder output,
+# the features, which an energy score can use; the plain network, read from its last conv layer,
 # gives {glue:text}`c06_auroc_near_plain:.3f` / {glue:text}`c06_auroc_far_plain:.3f`, so which of the two
 # projector layers is read can decide whether the projector looks like a help or a harm.
 
@@ -367,7 +371,7 @@ Markdown("Paired differences over seeds (same initial weights, same batches):\n\
 # | projector | 512 -> 2048 -> 512, bias-free, ReLU, fixed $\sqrt{c/(c-1)}(I - \frac1c 11^\top)$, c = 512, L2-normalized output | the same construction at d = 64 (64 -> 256 -> 64, c = 64); weights are buffers (`paper` preset: d = 512) |
 # | entropy regularizer | $-\mathrm{mean}\log(\lVert z_i - z_{nn(i)}\rVert + 10^{-8})$ on the normalized encoder output, $\alpha$ = 0.05 | the same (tested against its closed form) |
 # | training | AdamW lr 0.006, wd 0.05, batch 512, 100 epochs, 5 warm-up + cosine, label smoothing 0.1 | the same hyper-parameters and epochs on 7,500 images (1,500 steps) |
-# | layers measured | outputs of every conv layer (before its normalization) pooled to 2x2; for the method the last conv layer and the projector's second linear layer (`projection_head.2`, before the L2 normalization in `forward`) | outputs of every conv block (after BN + ReLU) pooled to 2x2; the encoder's pooled output; the projector's hidden layer, its output before the L2 normalization (detection is read here, as the authors) and the normalized classifier input (shown too) |
+# | layers measured | outputs of every conv layer (before its normalization) pooled to 2x2; for the method the last conv layer and the projector's second linear layer (`projection_head.2`, before the L2 normalization in `forward`) | the same hooks: every conv output before its BatchNorm pooled to 2x2, the last one to 1x1; the projector's hidden layer and its output before the L2 normalization (detection is read here, as the authors); also shown: the pooled embedding and the normalized classifier input |
 # | NC1 | $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$ on the probe's training features | the same NC1 (chapter 1's streaming statistics) on the ID training features |
 # | detection | energy score of a linear probe trained per layer (AdamW, 30 epochs, label smoothing), AUROC and FPR95 (ID positive) | energy score of a scikit-learn logistic-regression probe (standardized features, C = 1); AUROC and FPR95 (ID positive) computed with `pytorch-ood` |
 # | transfer | linear probe per OOD dataset, best test accuracy over 30 epochs | logistic-regression probe trained on 200 images per class, accuracy on 200 other images per class (no selection on the test set) |
@@ -393,7 +397,7 @@ if PRESET != "smoke":
     # the networks learned their task and the measurements are not degenerate
     assert (summary["test_acc"] > 0.8).all(), summary["test_acc"]
     assert np.isfinite(corr[["r_detection", "r_transfer"]].to_numpy()).all()
-    # the ETF projector collapses its output more than the encoder output collapses (the mechanism)
+    # the ETF projector's output collapses more than the encoder's last conv layer (the mechanism)
     for arm in ("etf", "both"):
         part = summary[summary["arm"] == arm]
         assert (part["nc1_projector"] < part["nc1_encoder"]).mean() >= 0.5, part[["nc1_encoder", "nc1_projector"]]

@@ -149,7 +149,7 @@ def _nc_ood(runs) -> tuple:
         if cfg.get("alpha") != 0 or cfg.get("projector"):  # the plain arm: no regularizer, no projector
             continue
         tab = run.table("layers")
-        enc = tab[~tab["layer"].str.startswith("projector")]
+        enc = tab[tab["layer"].str.startswith("conv") | (tab["layer"] == "encoder")]  # the conv layers
         collapse = -np.log10(enc["nc1"].to_numpy(dtype=float))
         r_det.append(pearson(collapse, (enc["auroc_near"] + enc["auroc_far"]) / 2))
         r_gen.append(pearson(collapse, (enc["transfer_near"] + enc["transfer_far"]) / 2))

@@ -134,7 +134,7 @@ def test_the_chapter_6_verdict_reads_the_signs_of_the_layer_correlations_of_plai
         collapse = -np.log10(nc1)
         run = store.Run("nc_ood", "cpu", {"seed": seed, **arm_cfg}, label=f"x-s{seed}")
         run.path.mkdir(parents=True)
-        pd.DataFrame({"layer": ["block1", "block2", "block3", "encoder", "projector"], "nc1": nc1,
+        pd.DataFrame({"layer": ["conv1", "conv2", "conv3", "encoder", "projector"], "nc1": nc1,
                       "auroc_near": 0.5 + detection_slope * collapse + noise, "auroc_far": 0.5 + detection_slope * collapse,
                       "transfer_near": 0.9 - 0.1 * collapse + noise, "transfer_far": 0.9 - 0.1 * collapse}).to_csv(
             run.path / "layers.csv", index=False)
