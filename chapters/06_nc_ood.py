@@ -93,12 +93,14 @@ print(f"preset {PRESET!r}: {exp['arch']} width {exp['width']} (d = {8 * exp['wid
 # read collapse and transfer from); then the pooled embedding after BatchNorm, ReLU and pooling
 # (`embedding`: what the entropy regularizer and the projector see; not among the authors' layers)
 # and, with a projector, its hidden layer, its output before the L2 normalization (`projector`: the
-# layer the authors detect from) and the normalized classifier input (`projector_normalized`).
-# Per layer: the collapse metrics of chapter 1 on the
-# ID training features, streamed through forward hooks; an ID linear probe (scikit-learn logistic
-# regression) whose **energy score** $\log\sum_k e^{f_k(x)}$ separates ID test images from near and
-# far OOD test images (AUROC and FPR at 95% TPR, computed with `pytorch-ood`); and two transfer probes,
-# trained and tested on the near-OOD classes and on MNIST.
+# layer the authors measure and detect from) and the normalized classifier input
+# (`projector_normalized`). Per layer: the collapse metrics of chapter 1 on the ID training
+# features, streamed through forward hooks; the authors' ID linear probe (a linear layer trained
+# with AdamW for 30 epochs, label smoothing 0.1, no feature scaling; it L2-normalizes the
+# projector's output first, as theirs does), whose **energy score** $\log\sum_k e^{f_k(x)}$
+# separates ID test images from near and far OOD test images (AUROC and FPR at 95% TPR, computed
+# with `pytorch-ood`); and two transfer probes (scikit-learn logistic regression), trained and
+# tested on the near-OOD classes and on MNIST.
 
 # %%
 runs = run_nc_ood(PRESET, force=FORCE_RUN, seeds=seeds)
@@ -312,25 +314,6 @@ fig
 # {glue:text}`c06_transfer_near_both:.3f`. The encoder's NC1 goes from {glue:text}`c06_nc1_encoder_plain:.3g`
 # (plain) to {glue:text}`c06_nc1_encoder_entropy:.3g` with the entropy regularizer.
 
-# %% tags=["remove-cell"]
-for arm in ("etf", "both"):
-    for layer in ("projector", "projector_normalized"):
-        part = layers[(layers["arm"] == arm) & (layers["layer"] == layer)]
-        for key in ("auroc_near", "auroc_far"):
-            plotting.glue(f"c06_{key}_{arm}_{layer}", ci95(part[key])[0])
-
-# %% [markdown]
-# Where detection is read matters. From the projector's output before its L2 normalization (the
-# layer the authors' hook measures) the `etf` arm detects near / far OOD with AUROC
-# {glue:text}`c06_auroc_near_etf_projector:.3f` / {glue:text}`c06_auroc_far_etf_projector:.3f`; from the
-# normalized classifier input, the same network gives {glue:text}`c06_auroc_near_etf_projector_normalized:.3f`
-# / {glue:text}`c06_auroc_far_etf_projector_normalized:.3f` (`both`: {glue:text}`c06_auroc_near_both_projector:.3f`
-# / {glue:text}`c06_auroc_far_both_projector:.3f` against {glue:text}`c06_auroc_near_both_projector_normalized:.3f`
-# / {glue:text}`c06_auroc_far_both_projector_normalized:.3f`). The normalization discards the norm of
-# the features, which an energy score can use; the plain network, read from its last conv layer,
-# gives {glue:text}`c06_auroc_near_plain:.3f` / {glue:text}`c06_auroc_far_plain:.3f`, so which of the two
-# projector layers is read can decide whether the projector looks like a help or a harm.
-
 # %% tags=["hide-input"]
 def paired(metric: str, a: str, b: str) -> tuple[float, float]:
     """Mean and 95% half-width of the paired difference a - b over seeds (same initial weights)."""
@@ -373,7 +356,7 @@ Markdown("Paired differences over seeds (same initial weights, same batches):\n\
 # | training | AdamW lr 0.006, wd 0.05, batch 512, 100 epochs, 5 warm-up + cosine, label smoothing 0.1 | the same hyper-parameters and epochs on 7,500 images (1,500 steps) |
 # | layers measured | outputs of every conv layer (before its normalization) pooled to 2x2; for the method the last conv layer and the projector's second linear layer (`projection_head.2`, before the L2 normalization in `forward`) | the same hooks: every conv output before its BatchNorm pooled to 2x2, the last one to 1x1; the projector's hidden layer and its output before the L2 normalization (detection is read here, as the authors); also shown: the pooled embedding and the normalized classifier input |
 # | NC1 | $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$ on the probe's training features | the same NC1 (chapter 1's streaming statistics) on the ID training features |
-# | detection | energy score of a linear probe trained per layer (AdamW, 30 epochs, label smoothing), AUROC and FPR95 (ID positive) | energy score of a scikit-learn logistic-regression probe (standardized features, C = 1); AUROC and FPR95 (ID positive) computed with `pytorch-ood` |
+# | detection | energy score of a linear probe trained per layer (AdamW, 30 epochs, label smoothing), AUROC and FPR95 (ID positive) | the same probe and settings (`ncutils.ood.adamw_probe`; the projector's output L2-normalized in the probe, as theirs), energy score of its last epoch; AUROC and FPR95 (ID positive) computed with `pytorch-ood` |
 # | transfer | linear probe per OOD dataset, best test accuracy over 30 epochs | logistic-regression probe trained on 200 images per class, accuracy on 200 other images per class (no selection on the test set) |
 # | seeds | one run per model | 5 seeds per arm, mean ± 95% t-interval |
 # | correlation | Pearson R over layers of VGG17, "degree of NC (NC1)" against detection/generalization, over 4 OOD datasets | Pearson R over the encoder layers of each plain network, collapse = $-\log_{10}$ NC1, against the mean of near and far |
