@@ -344,6 +344,21 @@ Markdown("Paired differences over seeds (same initial weights, same batches):\n\
              claim("transfer_far", "both", "plain", +1, "both together improve far transfer"))))
 
 # %% [markdown]
+# ### What was checked before accepting these differences
+#
+# The readout follows the authors' code where we found it mattered (`ood_det/retrieve_any_layer.py`,
+# `ood_det/linear_probe_det.py`, `nc_eval/linear_probe_nc.py`): layers are hooked before their
+# normalization, the last conv layer is pooled to $1\times1$, collapse is measured on the raw
+# projector output, and detection uses their AdamW probe on the projector output L2-normalized inside
+# the probe. Earlier readouts of the same trained networks (hooks after BatchNorm and ReLU, a
+# scikit-learn probe on standardized features, detection from the un-normalized projector output)
+# moved the arm differences by several AUROC points, in both directions: at this scale the
+# comparison of arms is sensitive to how a layer is read. Differences we did not remove, any of
+# which may matter: the authors' encoder uses GroupNorm with weight standardization (ours BatchNorm),
+# they train on 100 ImageNet classes with augmentation (we: 5 FashionMNIST classes, 7,500 images,
+# none), and their network is far wider (d = 512 against 64).
+
+# %% [markdown]
 # ## Paper vs this book
 #
 # | | {cite:t}`harun2025controlling` (paper and code) | this book (`cpu` preset) |
