@@ -326,9 +326,14 @@ def claim(metric: str, a: str, b: str, sign: int, what: str) -> str:
     m, h = paired(metric, a, b)
     if not math.isfinite(m):
         return f"{what}: not measurable here."
-    verdict = ("no difference" if m == 0 else "as the paper says" if np.sign(m) == sign else "opposite to the paper")
-    strength = ("" if math.isnan(h) else " (interval excludes 0)" if abs(m) > h else " (interval includes 0)")
-    return f"{what}: {m:+.3f}" + ("" if math.isnan(h) else f" ± {h:.3f}") + f", {verdict}{strength}."
+    direction = "in the paper's direction" if np.sign(m) == sign else "against the paper's direction"
+    if math.isnan(h):
+        verdict = f"{direction} (one seed: no interval)"
+    elif abs(m) > h:
+        verdict = ("as the paper says" if np.sign(m) == sign else "opposite to the paper") + " (the interval excludes 0)"
+    else:
+        verdict = f"consistent with no effect (the interval includes 0; the mean is {direction})"
+    return f"{what}: {m:+.3f}" + ("" if math.isnan(h) else f" ± {h:.3f}") + f", {verdict}."
 
 
 d_nc1_enc = paired("nc1_encoder", "entropy", "plain")[0]
