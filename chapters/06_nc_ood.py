@@ -71,11 +71,12 @@ EXPERIMENT = "nc_ood"
 exp = config.get_preset(EXPERIMENT, PRESET)
 seeds = [SEED + s for s in exp["seeds"]]
 arms = [a["name"] for a in exp["arms"]]
-print(f"preset {PRESET!r}: {exp['arch']} width {exp['width']} (d = {8 * exp['width']}), ID = "
-      f"{exp['id_dataset']} classes {exp['id_classes']} ({exp['n_per_class'] or 'all'} training images each), "
-      f"far OOD = {exp['far_dataset']}; AdamW lr {exp['lr']}, weight decay {exp['weight_decay']}, "
-      f"batch {exp['batch_size']}, {exp['epochs']} epochs ({exp['warmup_epochs']} warm-up, then cosine), "
-      f"label smoothing {exp['label_smoothing']}; arms {arms}; seeds {seeds}")
+print(f"preset {PRESET!r}: {exp['arch']} width {exp['width']} (d = {8 * exp['width']})\n"
+      f"  ID: {exp['id_dataset']} classes {exp['id_classes']}, {exp['n_per_class'] or 'all'} training images each;"
+      f" far OOD: {exp['far_dataset']}\n"
+      f"  AdamW lr {exp['lr']}, weight decay {exp['weight_decay']}, batch {exp['batch_size']},\n"
+      f"  {exp['epochs']} epochs ({exp['warmup_epochs']} warm-up, then cosine), label smoothing {exp['label_smoothing']}\n"
+      f"  arms {arms}; seeds {seeds}")
 
 # %% [markdown]
 # ## The runs
