@@ -128,7 +128,7 @@ def test_the_chapter_3_verdict_pairs_seeds_and_reads_the_interval(results_dir):
 
 
 def test_the_chapter_6_verdict_reads_the_signs_of_the_layer_correlations_of_plain_networks(results_dir):
-    def planted(seed, detection_slope, arm_cfg):
+    def planted(seed, detection_slope, arm_cfg, summary=None):
         nc1 = np.array([8.0, 2.0, 0.5, 0.1, 0.01])  # collapse grows with depth
         noise = np.random.default_rng(seed).normal(0, 1e-3, len(nc1))
         collapse = -np.log10(nc1)
@@ -141,13 +141,25 @@ def test_the_chapter_6_verdict_reads_the_signs_of_the_layer_correlations_of_plai
         (run.path / "run.json").write_text(json.dumps({
             "experiment": "nc_ood", "preset": "cpu", "label": run.label, "config": {"seed": seed, **arm_cfg},
             "config_hash": run.key, "wall_seconds": 1.0, "commit": "abc", "device": "cpu", "torch": "2",
-            "finished": "2026", "summary": {}}))
+            "finished": "2026", "summary": summary or {}}))
         return run
 
     plain = [planted(s, 0.1, {"alpha": 0.0, "projector": False}) for s in range(3)]
     other = [planted(s, -0.1, {"alpha": 0.05, "projector": True}) for s in range(3)]  # ignored: not plain
     word, text = book.VERDICTS["nc_ood"](plain + other)
-    assert word == "holds" and "3 plain networks" in text and "R(collapse, detection) = +1.00" in text
+    assert word == "correlations hold" and "3 plain networks" in text and "R(collapse, detection) = +1.00" in text
     flipped = [planted(s + 10, -0.1, {"alpha": 0.0, "projector": False}) for s in range(3)]
-    assert book.VERDICTS["nc_ood"](flipped)[0] == "deviates"
+    assert book.VERDICTS["nc_ood"](flipped)[0] == "correlations deviate"
     assert book.VERDICTS["nc_ood"](other)[0] == "pending"
+    # the method: the ETF projector's detection and the entropy regularizer's transfer, paired with plain
+    numbers = lambda auroc, transfer: {"auroc_near": auroc, "auroc_far": auroc,  # noqa: E731
+                                       "transfer_near": transfer, "transfer_far": transfer}
+    base = [planted(s + 20, 0.1, {"alpha": 0.0, "projector": False}, numbers(0.8 + 0.01 * s, 0.7)) for s in range(3)]
+    etf = [planted(s + 20, 0.1, {"alpha": 0.0, "projector": True}, numbers(0.9 + 0.01 * s + 0.001 * s * s, 0.7))
+           for s in range(3)]
+    ent = [planted(s + 20, 0.1, {"alpha": 0.05, "projector": False}, numbers(0.8, 0.75 + 0.001 * s)) for s in range(3)]
+    word, text = book.VERDICTS["nc_ood"](base + etf + ent)
+    assert word == "correlations hold; method helps" and "ETF projector, detection AUROC minus plain +0.10" in text
+    base2 = [planted(s + 30, 0.1, {"alpha": 0.0, "projector": False}, numbers(0.8 + 0.01 * s, 0.7)) for s in range(3)]
+    worse = [planted(s + 30, 0.1, {"alpha": 0.0, "projector": True}, numbers(0.6 + 0.001 * s * s, 0.7)) for s in range(3)]
+    assert book.VERDICTS["nc_ood"](base2 + worse)[0] == "correlations hold; method hurts here"
