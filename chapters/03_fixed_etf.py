@@ -321,14 +321,11 @@ res = pd.DataFrame(rows)
 
 def paired_gap(ds: str, v: str) -> dict:
     """Mean and 95% t-interval over seeds of the test-accuracy difference v - baseline (same seed)."""
-    from scipy import stats
-
     a = res[(res["dataset"] == ds) & (res["network"] == v)].set_index("seed")["test_acc"]
     b = res[(res["dataset"] == ds) & (res["network"] == variants[0])].set_index("seed")["test_acc"]
     diff = (a - b).dropna().to_numpy()
-    n, mean = len(diff), float(diff.mean())
-    half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
+    mean, half = plotting.t_interval(diff)
+    return {"n": len(diff), "mean": mean, "lo": mean - half, "hi": mean + half}
 
 
 def gap_words(g: dict) -> str:

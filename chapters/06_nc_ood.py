@@ -62,7 +62,6 @@ import math
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from scipy import stats
 
 from ncutils import config, ood, plotting
 from ncutils.ood_train import run_nc_ood
@@ -117,12 +116,9 @@ layers["collapse"] = -np.log10(layers["nc1"])  # higher = more collapsed
 
 
 def ci95(values) -> tuple[float, float]:
-    """Mean and the half-width of a 95% t-interval over seeds (NaN with one seed)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else math.nan), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    """Mean and the half-width of a 95% t-interval over seeds (NaN with one seed, both NaN with none)."""
+    finite = np.isfinite(np.asarray(values, dtype=float))
+    return plotting.t_interval(values) if finite.any() else (math.nan, math.nan)
 
 
 def fmt(values, spec=".3f") -> str:
@@ -187,15 +183,8 @@ fig
 # The paper reports R = +0.77 (detection) and R = -0.60 (transfer).
 
 # %% tags=["hide-input"]
-def layer_correlations(frame: pd.DataFrame) -> dict:
-    enc = frame[frame["layer"].str.startswith("conv") | (frame["layer"] == "encoder")]  # the conv layers
-    enc = enc[np.isfinite(enc["collapse"])]
-    return {"r_detection": ood.pearson(enc["collapse"], enc["detection"]),
-            "r_transfer": ood.pearson(enc["collapse"], enc["transfer"])}
-
-
-corr = pd.DataFrame([{"arm": arm, "seed": seed, **layer_correlations(layers[(layers["arm"] == arm) & (layers["seed"] == seed)])}
-                     for arm, seed in runs])
+corr = pd.DataFrame([{"arm": arm, "seed": seed, **ood.layer_correlations(run.table("layers"))}
+                     for (arm, seed), run in runs.items()])
 corr_table = pd.DataFrame([{"arm": arm, "R(collapse, detection)": fmt(corr[corr["arm"] == arm]["r_detection"], "+.2f"),
                             "R(collapse, transfer)": fmt(corr[corr["arm"] == arm]["r_transfer"], "+.2f")}
                            for arm in arms])
@@ -203,7 +192,7 @@ r_det, r_det_h = ci95(corr[corr["arm"] == "plain"]["r_detection"])
 r_gen, r_gen_h = ci95(corr[corr["arm"] == "plain"]["r_transfer"])
 plotting.glue("c06_r_detection", r_det)
 plotting.glue("c06_r_transfer", r_gen)
-plotting.glue("c06_n_layers", sum(name.startswith("conv") or name == "encoder" for name in order))
+plotting.glue("c06_n_layers", sum(map(ood.is_conv_layer, order)))
 plotting.glue("c06_n_seeds", len(seeds))
 corr_table.style.hide()
 
@@ -215,7 +204,7 @@ corr_table.style.hide()
 # %% mystnb={"figure": {"caption": "Every conv layer of every plain network (one colour per seed): detection AUROC (mean of near and far, left) and transfer accuracy (mean of near and far, right) against the degree of collapse, -log10 NC1 of the ID training features.", "name": "fig-06-correlation"}} tags=["hide-input"]
 fig, axes = plotting.new_figure(2, 1, width=3.2, height=2.6)
 for i, s in enumerate(seeds):
-    part = plain[(plain["seed"] == s) & (plain["layer"].str.startswith("conv") | (plain["layer"] == "encoder"))]
+    part = plain[(plain["seed"] == s) & plain["layer"].map(ood.is_conv_layer)]
     axes[0][0].plot(part["collapse"], part["detection"], "o", color=f"C{i}", ms=4, label=f"seed {s}")
     axes[0][1].plot(part["collapse"], part["transfer"], "o", color=f"C{i}", ms=4)
 axes[0][0].set(xlabel="collapse: -log10 NC1", ylabel="detection AUROC (near, far mean)")

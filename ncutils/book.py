@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import config, store
-from .plotting import short_device
+from .plotting import short_device, t_interval
 
 __all__ = ["CHAPTERS", "chapter_runs", "chapter_state", "status_frame", "runs_frame"]
 
@@ -84,7 +84,7 @@ def _fixed_etf(runs, tolerance: float = 0.02) -> tuple:
         seeds = sorted(k[3] for k in err if k[:3] == (ds, "learned", None) and (ds, "etf", 10, k[3]) in err)
         if not seeds:
             continue
-        mean, half = _t_interval([err[ds, "etf", 10, s] - err[ds, "learned", None, s] for s in seeds])
+        mean, half = t_interval([err[ds, "etf", 10, s] - err[ds, "learned", None, s] for s in seeds])
         means.append(mean)
         ups.append(mean + half)
         parts.append(f"{ds}: fixed ETF d = K minus learned, test error {100 * mean:+.2f} points"
@@ -117,7 +117,7 @@ def _camvid_cr(runs) -> tuple:
         gaps.append(float(col["maxangle_means"].iloc[0]))
     parts, excluded = [], []
     for key, what in (("test_miou", "mIoU"), ("test_rare_miou", "rare classes")):
-        m, h = _t_interval([c.info["summary"][key] - b.info["summary"][key] for b, c in pairs])
+        m, h = t_interval([c.info["summary"][key] - b.info["summary"][key] for b, c in pairs])
         parts.append(f"{what} {m:+.3f}" + (f" [{m - h:+.3f}, {m + h:+.3f}]" if math.isfinite(h) else ""))
         excluded.append(math.isfinite(h) and m - h > 0)
     diagnosis = min(gaps) > 0.05
@@ -127,23 +127,13 @@ def _camvid_cr(runs) -> tuple:
                   f"baseline over {len(pairs)} paired seeds: " + ", ".join(parts) + " (95% intervals)")
 
 
-def _t_interval(values) -> tuple:
-    """Mean and half-width of the 95% t-interval (NaN half-width with fewer than 2 values)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
 def _nc_ood(runs) -> tuple:
     """Chapter 6's criteria (issue 15). Correlations: over the conv layers of each plain network, the
     Pearson R of collapse (-log10 NC1) with detection (mean near/far AUROC) is positive and with
     transfer (mean near/far probe accuracy) negative, the paper's signs, each with a 95% interval over
     seeds. Method: paired by seed, the ETF projector's detection and the entropy regularizer's transfer
     minus the plain network's, with 95% intervals."""
-    from .ood import pearson
+    from .ood import layer_correlations
 
     r_det, r_gen, by = [], [], {}
     for run in runs:
@@ -154,14 +144,12 @@ def _nc_ood(runs) -> tuple:
             by[arm, cfg.get("seed")] = summ
         if arm != "plain":
             continue
-        tab = run.table("layers")
-        enc = tab[tab["layer"].str.startswith("conv") | (tab["layer"] == "encoder")]  # the conv layers
-        collapse = -np.log10(enc["nc1"].to_numpy(dtype=float))
-        r_det.append(pearson(collapse, (enc["auroc_near"] + enc["auroc_far"]) / 2))
-        r_gen.append(pearson(collapse, (enc["transfer_near"] + enc["transfer_far"]) / 2))
+        r = layer_correlations(run.table("layers"))
+        r_det.append(r["r_detection"])
+        r_gen.append(r["r_transfer"])
     if not r_det:
         return "pending", "no plain network yet"
-    (md, hd), (mg, hg) = _t_interval(r_det), _t_interval(r_gen)
+    (md, hd), (mg, hg) = t_interval(r_det), t_interval(r_gen)
     excl = lambda m, h: math.isfinite(h) and abs(m) > h  # noqa: E731
     signs = md > 0 and mg < 0
     word = ("correlations hold" if signs and excl(md, hd) and excl(mg, hg) else
@@ -176,7 +164,7 @@ def _nc_ood(runs) -> tuple:
             continue
         d = [(by[arm, s][f"{key}_near"] + by[arm, s][f"{key}_far"]
               - by["plain", s][f"{key}_near"] - by["plain", s][f"{key}_far"]) / 2 for s in seeds]
-        m, h = _t_interval(d)
+        m, h = t_interval(d)
         parts.append(f"{what} minus plain {m:+.3f}" + (f" [{m - h:+.3f}, {m + h:+.3f}]" if math.isfinite(h) else ""))
         verdicts.append("helps" if excl(m, h) and m > 0 else "hurts" if excl(m, h) else "no effect")
     if verdicts:

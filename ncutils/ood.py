@@ -30,7 +30,8 @@ from torch import nn
 from .metrics import ClassStats
 
 __all__ = ["pool_features", "LayerFeatures", "extract_layer_features", "layer_class_stats",
-           "energy_score", "detection_metrics", "linear_probe", "DETECTION_PROBE", "adamw_probe", "pearson"]
+           "energy_score", "detection_metrics", "linear_probe", "DETECTION_PROBE", "adamw_probe", "pearson",
+           "is_conv_layer", "layer_correlations"]
 
 
 def pool_features(output: torch.Tensor, side: int | None = None) -> torch.Tensor:
@@ -299,6 +300,25 @@ def adamw_probe(train_features, train_labels, test_features, test_labels=None,
             out["accuracy"] = float((out["test_logits"].argmax(1) == yte).mean())
         out["logits"] = {name: logits(v) for name, v in (extra_features or {}).items()}
     return out
+
+
+def is_conv_layer(name: str) -> bool:
+    """Whether a layer of :meth:`ncutils.ood_model.OODNet.layer_modules` is one of the encoder's conv
+    layers (``conv1``.. and the last, ``encoder``): the layers the authors correlate over."""
+    return name.startswith("conv") or name == "encoder"
+
+
+def layer_correlations(layers) -> dict:
+    """Over the conv layers of one network (a ``layers`` table of :func:`ncutils.ood_train.analyze`),
+    the Pearson R of collapse (-log10 NC1) with detection (mean of near and far AUROC) and with
+    transfer (mean of near and far probe accuracy): ``{"r_detection", "r_transfer"}``."""
+    conv = layers[layers["layer"].map(is_conv_layer)]
+    collapse = -np.log10(conv["nc1"].to_numpy(dtype=float))
+    keep = np.isfinite(collapse)
+    detection = ((conv["auroc_near"] + conv["auroc_far"]) / 2).to_numpy(dtype=float)
+    transfer = ((conv["transfer_near"] + conv["transfer_far"]) / 2).to_numpy(dtype=float)
+    return {"r_detection": pearson(collapse[keep], detection[keep]),
+            "r_transfer": pearson(collapse[keep], transfer[keep])}
 
 
 def pearson(x, y) -> float:
