@@ -300,7 +300,7 @@ fig
 # | model settings | $K=10$, $K_A=5$, $E_H=5$, $E_W=1$, $R = 10^{0.1 i}$, $i=0..40$ (Figure 3) | the same; onset of complete collapse bisected: $R \approx$ {glue:text}`c05_threshold:.4g` | same |
 # | check of the solution | none | the non-convex model by projected gradient, float64: gaps {glue:text}`c05_fo_obj_gap:.1e` (objective), {glue:text}`c05_fo_cos_gap:.1e` (cosine) | same |
 # | data | FashionMNIST (resized to 32 px) and CIFAR10; majority classes 0-4 with 6,000 (5,000) images, minority $6000 // R$ | FashionMNIST and MNIST at 28 px (MNIST is not in the paper); 1,000 images per majority class, $1000 // R$ per minority class, $R$ = 1, 10, 100, 1000 | 6,000 per majority class (MNIST 5,000), $R$ = 1, 10, 100, 1000 |
-# | networks | VGG11, VGG13, ResNet18 at full width | MLP 3 x 512 (both datasets, with the remedies) and VGG11 at width 16 (FashionMNIST) | VGG11 and ResNet18 at width 64 |
+# | networks | VGG11, VGG13, ResNet18 at full width | MLP 3 x 512 (both datasets, with the remedies) and VGG11 at width 8 (FashionMNIST) | VGG11 and ResNet18 at width 64 |
 # | protocol | SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr / 10 at 1/3 and 2/3 | the same optimizer and schedule at lr 0.068 (the paper's grid value used in chapter 1), for a fixed number of SGD steps per run (MLP 90,000, VGG11 9,000) rather than epochs | lr 0.1, 350 epochs |
 # | collapse measure | mean cosine of the minority classifier rows (uncentered) | the same, plus the centered class means' | same |
 # | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$ | $w$ = 10, 100, 1000 |

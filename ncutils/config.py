@@ -232,9 +232,11 @@ PRESETS["minority_collapse"] = {
     # 1,000 images per majority class (R = 1000 leaves one image per minority class). The MLP
     # (3 x 512) on both datasets with 90,000 SGD steps a run (30,000 at the initial lr, about
     # 1 / (lr wd)), with both remedies at R = 1000 (oversampling by 1000 = R: each epoch sees the
-    # minority classes as often as the majority ones); VGG11 (width 16, d = 128) on FashionMNIST
-    # with 9,000 steps a run. About 14,000 single-thread CPU seconds in all
-    # (minority.cost_estimate("cpu")): about 2 hours on two processes.
+    # minority classes as often as the majority ones); VGG11 (width 8, d = 64, chapter 1's cpu
+    # width; width 16 costs 3x as much a step) on FashionMNIST with 9,000 steps a run.
+    # minority.cost_estimate("cpu") says about 14,000 single-thread CPU seconds with the step costs
+    # measured alone; two processes on the 2 cores slow each down (MLP about 11 ms a step), so plan
+    # about 2.5 hours on two processes.
     "cpu": dict(model=dict(_LPM),
                 networks=dict(_MINORITY_NET, runs=(("mnist", "mlp"), ("fashionmnist", "mlp"),
                                                    ("fashionmnist", "vgg11")),
@@ -242,7 +244,7 @@ PRESETS["minority_collapse"] = {
                               oversample=(1000,), etf_remedy=True,
                               remedies_for=(("mnist", "mlp"), ("fashionmnist", "mlp")), test_per_class=None,
                               per_arch={"mlp": dict(lr=paper_lr_grid()[20], width=512, steps=90_000),
-                                        "vgg11": dict(lr=paper_lr_grid()[20], width=16, steps=9_000)})),
+                                        "vgg11": dict(lr=paper_lr_grid()[20], width=8, steps=9_000)})),
     # The authors' train_models.py: 6,000 images per majority class (MNIST: 5,000, its smallest
     # class has 5,421), 350 epochs, lr 0.1, VGG11 and ResNet18 at full width; oversampling by 10,
     # 100 and 1,000 at R = 1000 (train_models_oversampling.py), and the fixed ETF.

@@ -272,6 +272,7 @@ def _task_pid(controller_pid: int, timeout: float = 60.0) -> int:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc (Linux)")
 def test_interrupted_job_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path, monkeypatch, job_env):
     launch = pytest.importorskip("ncutils.launch")
+    monkeypatch.setenv("NCUTILS_CHECKPOINT_SECONDS", "0")  # a checkpoint every epoch: preempt after the 2nd
     base = jobs.experiment_jobs("terminal_phase", "smoke")[0]
     cfg = dict(base.config, epochs=16, n_snapshots=4, snapshot_every=None)  # long enough to interrupt
     job = jobs.Job("terminal_phase", "smoke", "requeue-test", cfg, "train")

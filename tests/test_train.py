@@ -41,6 +41,28 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(real_data, tmp_pa
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.parametrize("seconds, saved_epochs", [("0", [1, 2, 3, 4]), ("1e9", [2, 4])])
+def test_checkpoints_are_throttled_but_the_stop_and_the_last_epoch_are_always_saved(
+        real_data, tmp_path, monkeypatch, seconds, saved_epochs):
+    monkeypatch.setenv("NCUTILS_CHECKPOINT_SECONDS", seconds)
+    saved, real_save = [], train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]),
+                                                                      real_save(path, state)))
+    cfg = tiny_config()
+    run = Run("t", "smoke", cfg, root=tmp_path)
+    train.train(run, cfg, progress=False, stop_after=2)  # an interruption after epoch 2
+    train.train(run, cfg, progress=False)
+    assert saved == saved_epochs
+    assert train.load_checkpoint(run.path / "checkpoint.pt")["epoch"] == 4
+
+
+@pytest.mark.parametrize("bad", ["-1", "often", "nan", "inf"])
+def test_a_bad_checkpoint_interval_is_refused_naming_the_variable(monkeypatch, bad):
+    monkeypatch.setenv("NCUTILS_CHECKPOINT_SECONDS", bad)
+    with pytest.raises(ValueError, match="NCUTILS_CHECKPOINT_SECONDS"):
+        train.checkpoint_seconds()
+
+
 def test_history_has_the_promised_columns_and_snapshots(real_data, tmp_path):
     cfg = tiny_config()
     run = Run("t", "smoke", cfg, root=tmp_path)
