@@ -174,8 +174,64 @@ def _nc_ood(runs) -> tuple:
     return word, text + "; criterion: the paper's signs with 95% intervals excluding 0"
 
 
+def _minority_collapse(runs) -> tuple:
+    """Chapter 5's criteria (issue 14). The model: its minority classifiers form the simplex-ETF
+    value -1/(K-1) at R = 1 and coincide (cosine 1) at the largest R. The networks: for each
+    (dataset, network) swept over R, the minority classifiers' mean cosine rises by at least 0.3 from
+    R = 1 to the largest R and the minority test accuracy falls. The remedies (one seed each) are
+    reported as their minority test accuracy minus the plain run's at the same R."""
+    import re
+
+    parts, model_ok = [], None
+    model = next((r for r in runs if r.label == "model"), None)
+    if model is not None:
+        sweep, K = model.table("sweep"), int(model.info["config"]["K"])
+        first, last = sweep.iloc[0], sweep.iloc[-1]
+        model_ok = bool(np.isclose(first["R"], 1.0) and abs(first["minority_cosine"] + 1 / (K - 1)) < 1e-4
+                        and last["minority_cosine"] > 1 - 1e-4)
+        parts.append(f"model: minority cosine {first['minority_cosine']:+.3f} at R = 1 (ETF {-1 / (K - 1):+.3f}), "
+                     f"{last['minority_cosine']:.4f} at R = {last['R']:g}, complete from R ≈ "
+                     f"{model.info['summary']['collapse_threshold']:.3g}")
+    sweeps, remedies = {}, {}
+    for run in runs:
+        m = re.fullmatch(r"(.+)-(.+)-R(\d+)(?:-(os\d+|etf))?-s\d+", run.label or "")
+        if m is None:
+            continue
+        dataset, arch, ratio, remedy = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+        if remedy is None:
+            sweeps.setdefault((dataset, arch), {})[ratio] = run.info["summary"]
+        else:
+            remedies[dataset, arch, ratio, remedy] = run.info["summary"]
+    shows, nets = [], []
+    for (dataset, arch), by_r in sorted(sweeps.items()):
+        if 1 not in by_r or len(by_r) < 2:
+            continue
+        lo, hi = by_r[1], by_r[max(by_r)]
+        ok = hi["minority_cosine"] >= lo["minority_cosine"] + 0.3 and hi["test_acc_minority"] < lo["test_acc_minority"]
+        shows.append(ok)
+        nets.append(f"{dataset} {arch}: cosine {lo['minority_cosine']:+.2f} → {hi['minority_cosine']:+.2f}, minority "
+                    f"accuracy {lo['test_acc_minority']:.2f} → {hi['test_acc_minority']:.2f} (R = 1 → {max(by_r)})")
+    fixes = [f"{remedy} at R = {r} on {dataset} {arch}: minority accuracy "
+             f"{summ['test_acc_minority'] - sweeps[dataset, arch][r]['test_acc_minority']:+.2f}"
+             for (dataset, arch, r, remedy), summ in sorted(remedies.items())
+             if r in sweeps.get((dataset, arch), {})]
+    if model_ok is None and not shows:
+        return "pending", "no model run and no network swept from R = 1 yet"
+    if model_ok is False:
+        word = "model deviates"
+    elif not shows:
+        word = "model holds; networks pending"
+    else:
+        word = ("holds" if all(shows) else "partly" if any(shows) else "networks deviate") + \
+            ("" if model_ok else "; model pending")
+    text = "; ".join(parts + nets)
+    if fixes:
+        text += "; remedies (one seed): " + ", ".join(fixes)
+    return word, text
+
+
 VERDICTS = {"terminal_phase": _terminal_phase, "ufm": _ufm, "fixed_etf": _fixed_etf, "camvid_cr": _camvid_cr,
-            "nc_ood": _nc_ood}
+            "minority_collapse": _minority_collapse, "nc_ood": _nc_ood}
 
 
 def chapter_state(experiment: str, runs=None) -> list:

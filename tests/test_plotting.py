@@ -163,3 +163,34 @@ def test_the_chapter_6_verdict_reads_the_signs_of_the_layer_correlations_of_plai
     base2 = [planted(s + 30, 0.1, {"alpha": 0.0, "projector": False}, numbers(0.8 + 0.01 * s, 0.7)) for s in range(3)]
     worse = [planted(s + 30, 0.1, {"alpha": 0.0, "projector": True}, numbers(0.6 + 0.001 * s * s, 0.7)) for s in range(3)]
     assert book.VERDICTS["nc_ood"](base2 + worse)[0] == "correlations hold; method hurts here"
+
+
+def test_the_chapter_5_verdict_reads_the_model_and_each_network_sweep(results_dir):
+    def planted(label, cfg, summary, sweep=None):
+        run = store.Run("minority_collapse", "cpu", cfg, label=label)
+        run.path.mkdir(parents=True)
+        if sweep is not None:
+            sweep.to_csv(run.path / "sweep.csv", index=False)
+        (run.path / "run.json").write_text(json.dumps({
+            "experiment": "minority_collapse", "preset": "cpu", "label": label, "config": cfg,
+            "config_hash": run.key, "wall_seconds": 1.0, "commit": "abc", "device": "cpu", "torch": "2",
+            "finished": "2026", "summary": summary}))
+        return run
+
+    sweep = pd.DataFrame({"R": [1.0, 10.0, 100.0], "minority_cosine": [-1 / 9, 0.4, 1.0]})
+    model = planted("model", {"K": 10}, {"collapse_threshold": 12.19}, sweep)
+    net = lambda label, cos, acc: planted(label, {"label": label}, {"minority_cosine": cos,  # noqa: E731
+                                                                    "test_acc_minority": acc})
+    collapsing = [net("mnist-mlp-R1-s0", -0.11, 0.97), net("mnist-mlp-R100-s0", 0.9, 0.05)]
+    fix = [net("mnist-mlp-R100-etf-s0", -0.11, 0.25)]
+    word, text = book.VERDICTS["minority_collapse"]([model, *collapsing, *fix])
+    assert word == "holds" and "complete from R ≈ 12.2" in text
+    assert "mnist mlp: cosine -0.11 → +0.90, minority accuracy 0.97 → 0.05 (R = 1 → 100)" in text
+    assert "etf at R = 100 on mnist mlp: minority accuracy +0.20" in text
+    flat = [net("fashionmnist-vgg11-R1-s0", -0.11, 0.9), net("fashionmnist-vgg11-R100-s0", -0.05, 0.6)]
+    assert book.VERDICTS["minority_collapse"]([model, *collapsing, *flat])[0] == "partly"
+    assert book.VERDICTS["minority_collapse"]([model])[0] == "model holds; networks pending"
+    assert book.VERDICTS["minority_collapse"](fix)[0] == "pending"  # no R = 1 run to compare with
+    broken = planted("model", {"K": 10, "x": 1}, {"collapse_threshold": 12.19},
+                     pd.DataFrame({"R": [1.0, 100.0], "minority_cosine": [0.2, 1.0]}))
+    assert book.VERDICTS["minority_collapse"]([broken, *collapsing])[0] == "model deviates"
