@@ -49,7 +49,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from IPython.display import display
+
 from ncutils import config, lpm, minority, plotting, train
+from ncutils.plotting import style_table
 
 EXPERIMENT = "minority_collapse"
 exp = config.get_preset(EXPERIMENT, PRESET)
@@ -115,8 +118,9 @@ below = sweep[sweep["R"] < threshold]
 plotting.glue("c05_cos_before", float(below["minority_cosine"].iloc[-1]))
 plotting.glue("c05_R_before", float(below["R"].iloc[-1]))
 plotting.glue("c05_w_ratio_end", float(sweep["w_sq_minority"].iloc[-1] / sweep["w_sq_majority"].iloc[-1]))
-sweep[["R", "status", "objective", "minority_cosine", "majority_cosine", "w_sq_majority",
-       "w_sq_minority"]].iloc[::4].style.format(precision=4).hide()
+style_table(sweep[["R", "status", "objective", "minority_cosine", "majority_cosine", "w_sq_majority",
+                   "w_sq_minority"]].iloc[::4], digits=4,
+            caption="The model's solution at every fourth R of the sweep (the full table is the run's sweep.csv).")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The Layer-Peeled Model's solution against the imbalance ratio R (K = 10, K_A = 5, E_H = 5, E_W = 1; the authors' Figure 3 setting). Left: mean pairwise cosine of the minority classifiers (and of the majority ones); the dotted line is the simplex-ETF value -1/(K-1), the dashed vertical line the bisected onset of complete collapse. Right: squared norms of majority and minority classifiers.", "name": "fig-05-model"}}
 fig, axes = plotting.new_figure(2, 1, width=3.4, height=2.7)
@@ -162,9 +166,11 @@ fo = checks[checks["method"].str.startswith("first-order")]
 plotting.glue("c05_fo_obj_gap", float(fo["objective_gap"].abs().max()))
 plotting.glue("c05_fo_cos_gap", float(fo["cosine_gap"].abs().max()))
 plotting.glue("c05_fo_ratios", ", ".join(f"{r:g}" for r in fo["R"]))
-checks[["R", "method", "status", "objective", "minority_cosine", "objective_gap", "cosine_gap",
-        "feature_constraint", "classifier_constraint", "iterations"]].style.format(
-    precision=6).format("{:.1e}", subset=["objective_gap", "cosine_gap"]).hide()
+style_table(checks[["R", "method", "objective", "minority_cosine", "objective_gap", "cosine_gap",
+                    "feature_constraint", "classifier_constraint"]],
+            formats={"objective_gap": "{:.1e}", "cosine_gap": "{:.1e}"}, digits=6,
+            caption="The convex relaxation and the first-order solve of the non-convex model at the same R; "
+            "gaps are first-order minus convex.")
 
 # %% [markdown]
 # At $R$ = {glue:text}`c05_fo_ratios` the two solutions differ by at most
@@ -208,7 +214,17 @@ for (dataset, arch), part in sweep_nets.groupby(["dataset", "arch"]):
         plotting.glue(f"c05_{dataset}_{arch}_cos_R{row['R']}", float(row["minority cosine"]))
         plotting.glue(f"c05_{dataset}_{arch}_minacc_R{row['R']}", float(row["test acc. minority"]))
 plotting.glue("c05_net_minutes", float(nets["minutes"].sum()))
-nets.drop(columns=["variant"]).style.format(precision=3).hide()
+nets["run"] = [f"{d} {a}, R = {r}" + ("" if rm == "none" else f", {rm}")
+               for d, a, r, rm in zip(nets["dataset"], nets["arch"], nets["R"], nets["remedy"])]
+display(style_table(nets[["run", "n_B", "minority cosine", "model cosine", "model cosine, own norms",
+                          "test acc. majority", "test acc. minority"]],
+                    caption="Per network run: images per minority class, the minority classifiers' mean "
+                    "cosine (network, and the model at the same R with the authors' norms and with the "
+                    "network's own), and test accuracy of majority and minority classes."))
+style_table(nets[["run", "train error (end)", "NC1 (end)", "majority cosine", "minority mean cosine", "E_W",
+                  "E_H", "minutes"]],
+            caption="The same runs: final training error and NC1, the majority classifiers' cosine, the "
+            "centered minority class means' cosine, the measured norms E_W and E_H, and the wall time.")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Trained networks against R: mean pairwise cosine of the minority classifiers at the end of training (markers), with the Layer-Peeled Model's prediction (line: the authors' E_H = 5, E_W = 1; dashed markers: the model solved with each network's own measured norms E_H, E_W). One panel per dataset and network.", "name": "fig-05-networks"}}
 pairs = list(dict.fromkeys(zip(sweep_nets["dataset"], sweep_nets["arch"])))
@@ -264,7 +280,7 @@ for kind in ("os", "etf"):  # every oversampling factor counts as "os"
         part.set_index(["dataset", "arch"]).index)).dropna()
     plotting.glue(f"c05_gain_{kind}_min", float(g.min()) if len(g) else math.nan)
     plotting.glue(f"c05_gain_{kind}_max", float(g.max()) if len(g) else math.nan)
-rem_show.style.format(precision=3).hide()
+style_table(rem_show, caption=f"Remedies at R = {R_rem}, against the plain run at the same R.")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Remedies at one large R: minority test accuracy (left) and the minority classifiers' mean cosine (right) for the plain run, minority oversampling and the fixed simplex-ETF classifier, per dataset and network.", "name": "fig-05-remedies"}}
 fig, axes = plotting.new_figure(2, 1, width=3.4, height=2.7)
