@@ -49,7 +49,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from ncutils import config, lpm, minority, plotting, train
 from ncutils.plotting import style_table
@@ -252,6 +252,23 @@ for ax, (dataset, arch) in zip(axes[0], pairs):
 axes[0][0].set_ylabel("test accuracy")
 axes[0][0].legend(fontsize=7)
 fig
+
+# %% tags=["hide-input"]
+def describe(dataset: str, arch: str) -> str:
+    part = sweep_nets[(sweep_nets["dataset"] == dataset) & (sweep_nets["arch"] == arch)].sort_values("R")
+    lo, hi = part.iloc[0], part.iloc[-1]
+    rise = hi["minority cosine"] - lo["minority cosine"]
+    near = abs(hi["minority cosine"] - hi["model cosine, own norms"])
+    return (f"**{plotting.DATASET_NAMES.get(dataset, dataset)}, {arch}:** the minority classifiers' cosine "
+            f"goes from {lo['minority cosine']:+.3f} at R = {lo['R']} to {hi['minority cosine']:+.3f} at "
+            f"R = {hi['R']} ({'a rise of ' + format(rise, '.2f') if rise > 0 else 'no rise'}; the model with "
+            f"this network's norms predicts {hi['model cosine, own norms']:+.3f}, "
+            f"{'close to' if near < 0.1 else 'away from'} the network), and the minority test accuracy "
+            f"from {lo['test acc. minority']:.3f} to {hi['test acc. minority']:.3f} while the majority "
+            f"classes keep {hi['test acc. majority']:.3f}.")
+
+
+Markdown("\n\n".join(describe(d, a) for d, a in pairs))
 
 # %% [markdown]
 # ## Remedies at one large R
