@@ -22,7 +22,7 @@ CHAPTERS = (
     ("chapters/01_terminal_phase", "1. NC1-NC4 in the terminal phase", "terminal_phase"),
     ("chapters/02_ufm_landscape", "2. UFM landscape", "ufm"),
     ("chapters/03_fixed_etf", "3. Fixed ETF classifier, d = K", "fixed_etf"),
-    ("chapters/04_segmentation_cr", "4. Segmentation and the CR loss", "camvid_cr"),
+    ("chapters/04_segmentation_ceco", "4. Segmentation and the center-collapse head", "camvid_cr"),
     ("chapters/06_nc_ood", "6. Collapse vs OOD detection and transfer", "nc_ood"),
 )
 

@@ -438,10 +438,10 @@ def test_an_imbalance_with_an_empty_class_is_refused_naming_it(tmp_path):
 
 
 def test_chapter_4_refuses_a_bad_seed_parameter_naming_it():
-    source = (ROOT / "chapters" / "04_segmentation_cr.py").read_text()
+    source = (ROOT / "chapters" / "04_segmentation_ceco.py").read_text()
     cells = re.split(r"^# %%.*$", source, flags=re.M)
     start = next(i for i, c in enumerate(cells) if 'SEED = 0' in c)
-    setup = next(i for i, c in enumerate(cells) if "seeds = [" in c)
+    setup = next(i for i, c in enumerate(cells) if "arm_seeds = {" in c)
     for bad in ('"1"', "True", "-1"):
         scope = {}
         exec(cells[start], scope)
