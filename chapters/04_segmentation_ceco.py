@@ -153,7 +153,7 @@ for a in arms:
     vals = [h.dropna(subset=["val_miou"]) for h in hists]
     for v in vals:
         axes[0][0].plot(v["epoch"], v["val_miou"], color=colors[a], lw=0.4, alpha=0.5)
-    mean_val = pd.concat([v.set_index("epoch")["val_miou"] for v in vals], axis=1).mean(1)
+    mean_val = pd.concat([v.set_index("epoch")["val_miou"] for v in vals], axis=1).mean(axis=1)
     axes[0][0].plot(mean_val.index, mean_val.values, color=colors[a], lw=1.5, label=a)
     loss = pd.concat([h.set_index("epoch")[["train_loss", "cr_loss"]] for h in hists]).groupby(level=0).mean()
     axes[0][1].plot(loss.index, loss["train_loss"], color=colors[a], lw=1)

@@ -349,25 +349,22 @@ def run_ceco(preset: str, force: bool = False, device=None, progress: Optional[b
 def paired_interval(diff, level: float = 0.95) -> dict:
     """Mean of paired differences (one per seed) with its two-sided Student-t ``level`` interval:
     ``{"mean", "low", "high", "n", "sd"}``; the interval is NaN with fewer than 2 differences."""
-    from scipy import stats
+    from .plotting import t_interval
 
     d = torch.as_tensor(diff, dtype=torch.float64).flatten()
     if len(d) == 0 or not torch.isfinite(d).all():
         raise ValueError(f"diff must be a non-empty vector of finite differences, got {diff!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
-    n, mean = len(d), float(d.mean())
-    if n < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n, "sd": math.nan}
-    sd = float(d.std(unbiased=True))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "sd": sd}
+    mean, half = t_interval(d.numpy(), level)
+    sd = float(d.std(unbiased=True)) if len(d) > 1 else math.nan
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(d), "sd": sd}
 
 
 def frequency_groups(train_pixels, head: int = 3, tail: int = 4) -> dict:
     """``{"head", "common", "tail"}``: class indices, the ``head`` most frequent classes by training
     pixels, the ``tail`` rarest, the rest common (each list most frequent first)."""
-    counts = torch.as_tensor(train_pixels, dtype=torch.float64)
+    counts = torch.tensor([float(c) for c in train_pixels], dtype=torch.float64)  # a copy: inputs may be read-only
     k = len(counts)
     if head < 1 or tail < 1 or head + tail >= k:
         raise ValueError(f"head and tail must be >= 1 with head + tail < K = {k}, got {head} and {tail}")
