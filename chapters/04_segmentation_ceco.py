@@ -187,7 +187,8 @@ for a in arms:
             paired = [s for s in arm_seeds[a] if s in arm_seeds["baseline"]]
             d = [metric(a, s, what) - metric("baseline", s, what) for s in paired]
             ci = intervals[a, what] = ceco.paired_interval(d)
-            plotting.glue(f"c04_n_pairs_{a}", ci["n"])
+            if what == "all":
+                plotting.glue(f"c04_n_pairs_{a}", ci["n"])
             row[f"{label} − baseline [95%]"] = f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
             plotting.glue(f"c04_d_{what}_{a}", ci["mean"])
             plotting.glue(f"c04_d_{what}_{a}_low", ci["low"])
