@@ -82,9 +82,11 @@ exp = config.get_preset(EXPERIMENT, PRESET)
 arms = [v["name"] for v in exp["variants"]]
 SEED = checks.check_seed(SEED, "SEED")
 arm_seeds = {v["name"]: [SEED + s for s in v["seeds"]] for v in exp["variants"]}
-print(f"preset {PRESET!r}: U-Net widths {exp['widths']}, {exp['feature_dim']}-d pixel features, "
-      f"crops {exp['crop'] or 'none (full frames)'}, batch {exp['batch_size']}, {exp['epochs']} epochs, "
-      f"SGD lr {exp['lr']} (poly {exp['lr_power']}); seeds per arm {arm_seeds}")
+crop = "x".join(map(str, exp["crop"])) + " crops" if exp["crop"] else "full frames"
+Markdown(f"**Preset `{PRESET}`:** U-Net widths {', '.join(map(str, exp['widths']))}, {exp['feature_dim']}-d "
+         f"pixel features; {crop}, batch {exp['batch_size']}, {exp['epochs']} epochs, SGD lr {exp['lr']} "
+         f"(poly power {exp['lr_power']}). Seeds: "
+         + "; ".join(f"{a} {', '.join(map(str, s))}" for a, s in arm_seeds.items()) + ".")
 
 # %% [markdown]
 # ## The runs
@@ -327,16 +329,41 @@ for a in ("baseline", "ceco"):
 style_table(cells, caption="Collapse metrics of the training-pixel features against the learned pixel "
             "classifier, per arm, mean ± standard deviation over seeds (0 for an exact neural collapse).")
 
+# %% tags=["hide-input"]
+mean = by_arm.mean()
+far = {k: float(mean.loc["baseline", k]) for k in ("equiangular_means", "maxangle_means", "equiangular_classifiers")}
+diagnosis = min(far.values()) > 0.05  # the status page's criterion: clearly away from 0, the ETF value
+plotting.glue("c04_diagnosis_word", "holds" if diagnosis else "does not hold")
+seed_of = col.set_index(["arm", "seed"])
+
+
+def paired_metric(key: str) -> dict:
+    """ceco minus baseline in one collapse metric, paired by seed."""
+    seeds = [s for s in arm_seeds["ceco"] if s in arm_seeds["baseline"]]
+    return ceco.paired_interval([seed_of.loc[("ceco", s), key] - seed_of.loc[("baseline", s), key] for s in seeds])
+
+
+def shift(key: str) -> str:
+    """The paired shift in words that follow its 95% interval."""
+    ci = paired_metric(key)
+    word = "lower" if ci["high"] < 0 else "higher" if ci["low"] > 0 else "not distinguishably different"
+    return f"{word} ({ci['mean']:+.3g} [{ci['low']:+.3g}, {ci['high']:+.3g}])"
+
+
+Markdown(
+    f"**{'The first half of the diagnosis holds' if diagnosis else 'The diagnosis does not hold'} at this scale.** "
+    f"With the pixel cross entropy alone, the spread of the pairwise cosines of the centered class means is "
+    f"{far['equiangular_means']:.3g} and their max-angle gap {far['maxangle_means']:.3g} (both 0 for a simplex "
+    f"ETF), NC1 is {mean.loc['baseline', 'nc1']:.3g}, and the classifier rows are "
+    f"{'no closer to an ETF' if far['equiangular_classifiers'] > 0.05 else 'close to an ETF'} (equiangularity "
+    f"{far['equiangular_classifiers']:.3g}). With the authors' head, paired by seed with the baseline (95% "
+    f"intervals), the centers' cosine spread is {shift('equiangular_means')}, their max-angle gap "
+    f"{shift('maxangle_means')}, NC1 {shift('nc1')}, and the classifier rows' cosine spread "
+    f"{shift('equiangular_classifiers')}. The branch trains a frozen ETF on a frozen projection of these "
+    "features, so it acts on the features; the classifier that predicts is trained by the pixel loss alone.")
+
 # %% [markdown]
-# **The first half of the diagnosis holds at this scale.** With the pixel cross entropy alone, the
-# spread of the pairwise cosines of the centered class means is
-# {glue:text}`c04_equiangular_means_baseline:.3g` and their max-angle gap
-# {glue:text}`c04_maxangle_means_baseline:.3g`, NC1 is {glue:text}`c04_nc1_baseline:.3g` (the image
-# classifiers of chapter 1 reach 10^-2 and below), and the classifier rows are no closer to an ETF
-# (equiangularity {glue:text}`c04_equiangular_classifiers_baseline:.3g`). With the authors' head the
-# same numbers are {glue:text}`c04_equiangular_means_ceco:.3g`, {glue:text}`c04_maxangle_means_ceco:.3g`
-# and {glue:text}`c04_nc1_ceco:.3g`: the branch trains its frozen ETF on a frozen projection of the
-# features, not the classifier that predicts. The cosine matrices show where the symmetry breaks:
+# The cosine matrices show where the symmetry breaks:
 
 # %% mystnb={"figure": {"caption": "Cosines between the centered class means of the training-pixel features (top) and between the rows of the learned pixel classifier (bottom), first seed, classes ordered by training-pixel frequency (tail classes *), values in each cell (leading zeros dropped); left: baseline, right: the authors' head. In a simplex ETF every off-diagonal entry is -1/(K-1) = -0.1.", "name": "fig-04-ceco-cosines"}} tags=["hide-input"]
 heat = {a: runs[a, arm_seeds[a][0]].arrays("geometry") for a in ("baseline", "ceco")}
@@ -446,7 +473,7 @@ fig
 # | `cecol` | random frozen Linear, no normalization, scale 1, smoothing 0.5, weight 1.0 | the same |
 # | computation | reduce applied to every pixel | the same function computed on the C-channel centers and the batch mean and covariance (exact up to rounding, tested; cheaper, `bench/ceco_step_time.py`) |
 # | controls | `cecol` only | also class-weighted CE (median frequency) and the book's simplified branch; paired seeds, 95% intervals |
-# | diagnosis: centers not an ETF | shown on their benchmarks (center and classifier cosines) | holds: baseline centers' equiangularity spread {glue:text}`c04_equiangular_means_baseline:.3g`, max-angle gap {glue:text}`c04_maxangle_means_baseline:.3g` (0 for an ETF) |
+# | diagnosis: centers not an ETF | shown on their benchmarks (center and classifier cosines) | {glue:text}`c04_diagnosis_word:s`: baseline centers' equiangularity spread {glue:text}`c04_equiangular_means_baseline:.3g`, max-angle gap {glue:text}`c04_maxangle_means_baseline:.3g` (0 for an ETF) |
 # | remedy: mIoU | gains on every 2D and 3D benchmark; +6.8% mIoU and 1st place on the ScanNet200 test leaderboard (abstract) | `ceco` − baseline {glue:text}`c04_d_all_ceco:+.3f`, 95% interval [{glue:text}`c04_d_all_ceco_low:+.3f`, {glue:text}`c04_d_all_ceco_high:+.3f`] over {glue:text}`c04_n_pairs_ceco` paired seeds |
 # | remedy: tail classes | larger gains on the minor classes | `ceco` − baseline on the four rarest classes {glue:text}`c04_d_tail_ceco:+.3f` [{glue:text}`c04_d_tail_ceco_low:+.3f`, {glue:text}`c04_d_tail_ceco_high:+.3f`] |
 # | seeds | no seed spread reported | seeds per arm: {glue:text}`c04_seed_counts`, paired (same initial weights and batches) |
