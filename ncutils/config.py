@@ -235,8 +235,9 @@ PRESETS["minority_collapse"] = {
     # minority classes as often as the majority ones); VGG11 (width 8, d = 64, chapter 1's cpu
     # width; width 16 costs 3x as much a step) on FashionMNIST with 9,000 steps a run.
     # minority.cost_estimate("cpu") says about 14,000 single-thread CPU seconds with the step costs
-    # measured alone; two processes on the 2 cores slow each down (MLP about 11 ms a step), so plan
-    # about 2.5 hours on two processes.
+    # measured alone; two processes on the 2 cores slow each down (measured: an MLP epoch of 79 steps
+    # plus its training-set evaluation takes about 1.5 s, about 25 min a run), so plan about 3 hours
+    # on two processes.
     "cpu": dict(model=dict(_LPM),
                 networks=dict(_MINORITY_NET, runs=(("mnist", "mlp"), ("fashionmnist", "mlp"),
                                                    ("fashionmnist", "vgg11")),
