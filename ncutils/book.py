@@ -178,8 +178,9 @@ def _minority_collapse(runs) -> tuple:
     """Chapter 5's criteria (issue 14). The model: its minority classifiers form the simplex-ETF
     value -1/(K-1) at R = 1 and coincide (cosine 1) at the largest R. The networks: for each
     (dataset, network) swept over R, the minority classifiers' mean cosine rises by at least 0.3 from
-    R = 1 to the largest R and the minority test accuracy falls. The remedies (one seed each) are
-    reported as their minority test accuracy minus the plain run's at the same R."""
+    R = 1 to the largest R and the minority test accuracy falls (seed 0's sweep). The remedies are
+    reported as their minority test accuracy minus the plain run's at the same R, paired by seed, with
+    the 95% t-interval where there are several seeds."""
     import re
 
     parts, model_ok = [], None
@@ -192,16 +193,15 @@ def _minority_collapse(runs) -> tuple:
         parts.append(f"model: minority cosine {first['minority_cosine']:+.3f} at R = 1 (ETF {-1 / (K - 1):+.3f}), "
                      f"{last['minority_cosine']:.4f} at R = {last['R']:g}, complete from R ≈ "
                      f"{model.info['summary']['collapse_threshold']:.3g}")
-    sweeps, remedies = {}, {}
+    sweeps, at_r = {}, {}  # the sweep over R at seed 0; every seed's runs by (dataset, arch, R, remedy)
     for run in runs:
-        m = re.fullmatch(r"(.+)-(.+)-R(\d+)(?:-(os\d+|etf))?-s\d+", run.label or "")
+        m = re.fullmatch(r"(.+)-(.+)-R(\d+)(?:-(os\d+|etf))?-s(\d+)", run.label or "")
         if m is None:
             continue
-        dataset, arch, ratio, remedy = m.group(1), m.group(2), int(m.group(3)), m.group(4)
-        if remedy is None:
+        dataset, arch, ratio, remedy, seed = m.group(1), m.group(2), int(m.group(3)), m.group(4), int(m.group(5))
+        if remedy is None and seed == 0:
             sweeps.setdefault((dataset, arch), {})[ratio] = run.info["summary"]
-        else:
-            remedies[dataset, arch, ratio, remedy] = run.info["summary"]
+        at_r.setdefault((dataset, arch, ratio, remedy or "none"), {})[seed] = run.info["summary"]
     shows, nets = [], []
     for (dataset, arch), by_r in sorted(sweeps.items()):
         if 1 not in by_r or len(by_r) < 2:
@@ -211,10 +211,15 @@ def _minority_collapse(runs) -> tuple:
         shows.append(ok)
         nets.append(f"{dataset} {arch}: cosine {lo['minority_cosine']:+.2f} → {hi['minority_cosine']:+.2f}, minority "
                     f"accuracy {lo['test_acc_minority']:.2f} → {hi['test_acc_minority']:.2f} (R = 1 → {max(by_r)})")
-    fixes = [f"{remedy} at R = {r} on {dataset} {arch}: minority accuracy "
-             f"{summ['test_acc_minority'] - sweeps[dataset, arch][r]['test_acc_minority']:+.2f}"
-             for (dataset, arch, r, remedy), summ in sorted(remedies.items())
-             if r in sweeps.get((dataset, arch), {})]
+    fixes = []  # each remedy minus the plain run at the same R, paired by seed
+    for (dataset, arch, r, remedy), by_seed in sorted(at_r.items()):
+        plain = at_r.get((dataset, arch, r, "none"), {})
+        diff = [by_seed[s]["test_acc_minority"] - plain[s]["test_acc_minority"] for s in sorted(by_seed) if s in plain]
+        if remedy == "none" or not diff:
+            continue
+        mean, half = t_interval(diff)
+        spread = (f" [{mean - half:+.2f}, {mean + half:+.2f}], {len(diff)} seeds" if len(diff) > 1 else ", one seed")
+        fixes.append(f"{remedy} at R = {r} on {dataset} {arch}: minority accuracy {mean:+.2f}{spread}")
     if model_ok is None and not shows:
         return "pending", "no model run and no network swept from R = 1 yet"
     if model_ok is False:
@@ -226,7 +231,7 @@ def _minority_collapse(runs) -> tuple:
             ("" if model_ok else "; model pending")
     text = "; ".join(parts + nets)
     if fixes:
-        text += "; remedies (one seed): " + ", ".join(fixes)
+        text += "; remedies (paired by seed, 95% interval): " + ", ".join(fixes)
     return word, text
 
 

@@ -242,15 +242,17 @@ def ceco_jobs(experiment: str, preset: str) -> list[Job]:
 
 
 def minority_jobs(experiment: str, preset: str) -> list[Job]:
-    """Chapter 5: the Layer-Peeled Model sweep (CPU) and every network run
-    (:func:`ncutils.minority.run_model`, :func:`ncutils.minority.run_networks`), per seed."""
-    from .minority import network_configs
+    """Chapter 5: the Layer-Peeled Model sweep (CPU), every network run at seed 0 and the remedy
+    runs at the other seeds (:func:`ncutils.minority.run_model`, :func:`~ncutils.minority.run_networks`,
+    :func:`~ncutils.minority.run_remedy_seeds`)."""
+    from .minority import network_configs, remedy_seed_configs
 
     model = _config.get_preset(experiment, preset)["model"]
     jobs = [Job(experiment, preset, "model", model, "lpm", device="cpu")]
-    for seed in _config.get_preset(experiment, preset).get("seeds", (0,)):
-        jobs += [Job(experiment, preset, label, cfg, "minority", group=f"{d}:{a}")
-                 for (d, a, _), (label, cfg) in network_configs(preset, seed).items()]
+    jobs += [Job(experiment, preset, label, cfg, "minority", group=f"{d}:{a}")
+             for (d, a, _), (label, cfg) in network_configs(preset, 0).items()]
+    jobs += [Job(experiment, preset, label, cfg, "minority", group=f"{d}:{a}")
+             for (d, a, _, seed), (label, cfg) in remedy_seed_configs(preset).items() if seed != 0]
     return jobs
 
 

@@ -22,12 +22,14 @@ from .lpm import group_cosine
 from .store import Run, load_or_run
 
 __all__ = ["STEP_SECONDS_CPU", "counts_for", "network_configs", "group_metrics", "measure_model",
-           "train_and_measure", "run_model", "run_networks", "cost_estimate"]
+           "train_and_measure", "run_model", "run_networks", "remedy_seed_configs", "run_remedy_seeds",
+           "cost_estimate"]
 
 # Measured seconds of one SGD step (batch 128, 28 px, 1 thread, one process alone) on the book's
 # 2-core CPU: MLP 3 x 512, VGG11 width 8, ResNet18 width 8.
 STEP_SECONDS_CPU = {"mlp": 0.007, "vgg11": 0.066, "resnet18": 0.087}
-_NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_remedy", "remedies_for")
+_NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_remedy", "remedies_for",
+             "remedy_seeds", "remedy_seeds_for")
 
 
 def counts_for(n_major: int, ratio: int, K: int = 10, K_A: int = 5) -> list[int]:
@@ -79,6 +81,30 @@ def network_configs(preset: str, seed: int = 0) -> dict:
                 cfg["steps"] = steps
             cfg["snapshot_every"] = max(1, cfg["epochs"] // 20)
             out[(dataset, arch, name)] = (f"{dataset}-{arch}-{name}-s{seed}", cfg)
+    return out
+
+
+def remedy_seed_configs(preset: str) -> dict:
+    """``{(dataset, arch, variant, seed): (label, run config)}``: the runs at ``remedy_ratio`` (the
+    plain one and every remedy) of each ``remedy_seeds_for`` pair, once per seed of
+    ``remedy_seeds``, so that the remedies can be compared paired by seed. Seed 0's runs are the
+    same runs as :func:`network_configs`'s."""
+    net = _config.get_preset("minority_collapse", preset)["networks"]
+    seeds, pairs = tuple(net.get("remedy_seeds", ())), [tuple(p) for p in net.get("remedy_seeds_for", ())]
+    from .checks import check_seeds
+
+    check_seeds(list(seeds))
+    remedied = [tuple(p) for p in net["remedies_for"]]
+    stray = [p for p in pairs if p not in remedied]
+    if stray:
+        raise ValueError(f"remedy_seeds_for={stray!r} of minority_collapse at {preset!r} has no remedies; "
+                         f"choose from remedies_for={remedied!r}")
+    prefix = f"R{net['remedy_ratio']}"
+    out = {}
+    for seed in seeds:
+        for (dataset, arch, variant), entry in network_configs(preset, seed).items():
+            if (dataset, arch) in pairs and variant.split("-")[0] == prefix:
+                out[(dataset, arch, variant, seed)] = entry
     return out
 
 
@@ -204,8 +230,23 @@ def run_networks(preset: str, seed: int = 0, force: bool = False, device=None, p
     return runs
 
 
+def run_remedy_seeds(preset: str, force: bool = False, device=None, progress: bool | None = None,
+                     only: tuple | None = None) -> dict:
+    """Load or train the runs of :func:`remedy_seed_configs`: ``{(dataset, arch, variant, seed): Run}``.
+    ``only``: ``(dataset, arch, variant)`` keys (or ``"dataset:arch:variant"`` strings) to keep."""
+    configs = remedy_seed_configs(preset)
+    if only is not None:
+        keys = {tuple(k.split(":")) if isinstance(k, str) else tuple(k) for k in only}
+        configs = {k: v for k, v in configs.items() if k[:3] in keys}
+    return {key: load_or_run("minority_collapse", preset, cfg,
+                             lambda r, c=cfg: train_and_measure(r, c, device=device, progress=progress),
+                             label=label, force=force, device=device)
+            for key, (label, cfg) in configs.items()}
+
+
 def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: int = 10_000) -> list[dict]:
-    """Estimated single-thread CPU seconds of every network run of ``preset``.
+    """Estimated single-thread CPU seconds of every network run of ``preset`` (seed 0's, then the
+    other seeds of :func:`remedy_seed_configs`).
 
     SGD steps x the measured step cost (``STEP_SECONDS_CPU``), plus evaluation: each epoch one
     forward pass over the training set (counted as a third of a step per 128 images), each snapshot
@@ -215,7 +256,9 @@ def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: in
 
     step_seconds = step_seconds or STEP_SECONDS_CPU
     rows = []
-    for (dataset, arch, variant), (label, cfg) in network_configs(preset).items():
+    runs = [(*k, 0, entry) for k, entry in network_configs(preset).items()]
+    runs += [(*k, entry) for k, entry in remedy_seed_configs(preset).items() if k[3] != 0]
+    for dataset, arch, variant, seed, (label, cfg) in runs:
         factors = cfg.get("oversample") or [1] * 10
         n = sum(cfg["counts"])
         n_eff = sum(c * f for c, f in zip(cfg["counts"], factors))
@@ -223,7 +266,7 @@ def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: in
         steps = spe * cfg["epochs"]
         eval_steps = cfg["epochs"] * n / cfg["batch_size"] / 3 + \
             len(snapshot_set(cfg)) * (n + test_images) / cfg["batch_size"] / 3
-        rows.append({"dataset": dataset, "arch": arch, "variant": variant, "train_images": n,
+        rows.append({"dataset": dataset, "arch": arch, "variant": variant, "seed": seed, "train_images": n,
                      "epochs": cfg["epochs"], "steps": steps,
                      "seconds": (steps + eval_steps) * step_seconds[arch]})
     return rows

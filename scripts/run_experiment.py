@@ -27,7 +27,9 @@ from ncutils import jobs
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("experiment")
 parser.add_argument("--preset", default="cpu")
-parser.add_argument("--seed", type=int, default=0, help="seed of a classification experiment")
+parser.add_argument("--seed", type=int, default=None,
+                    help="seed of a classification experiment (default 0; minority_collapse without "
+                         "--seed or --seeds: seed 0 and the preset's remedy_seeds runs)")
 parser.add_argument("--seeds", type=int, nargs="*", default=None,
                     help="seeds to run (camvid_cr, camvid_ceco, nc_ood: default the preset's; the "
                          "classification experiments, minority_collapse and ufm: default --seed)")
@@ -92,9 +94,12 @@ if args.experiment == "minority_collapse":
     nets = None if args.only is None else tuple(o for o in args.only if o != "model")
     runs = {("model",): minority.run_model(args.preset, force=args.force)} if want_model else {}
     if nets is None or nets:
-        for s in (args.seeds if args.seeds is not None else [args.seed]):
+        for s in (args.seeds if args.seeds is not None else [args.seed or 0]):
             runs.update({(*key, f"seed {s}"): run for key, run in minority.run_networks(
                 args.preset, seed=s, force=args.force, only=nets).items()})
+        if args.seeds is None and args.seed is None:  # the remedies' other seeds
+            runs.update({(*key[:3], f"seed {key[3]}"): run for key, run in minority.run_remedy_seeds(
+                args.preset, force=args.force, only=nets).items()})
 elif args.experiment == "camvid_cr":
     from ncutils import seg
 
@@ -114,13 +119,13 @@ elif args.experiment == "ufm":
     if args.only is not None:
         parser.error("ufm has one run per seed; --only does not apply")
     runs = {(f"seed {s}",): ufm.run_landscape(args.preset, seed=s, force=args.force)
-            for s in (args.seeds if args.seeds is not None else [args.seed])}
+            for s in (args.seeds if args.seeds is not None else [args.seed or 0])}
 else:
     from ncutils import train
 
     only = None if args.only is None else tuple(tuple(p.split(":")) for p in args.only)
     runs = {}
-    for s in (args.seeds if args.seeds is not None else [args.seed]):
+    for s in (args.seeds if args.seeds is not None else [args.seed or 0]):
         runs.update({(*key, f"seed {s}"): run for key, run in train.run_experiment(
             args.experiment, args.preset, seed=s, force=args.force, only=only,
             lrs=None if args.lrs is None else tuple(args.lrs)).items()})

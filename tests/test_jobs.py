@@ -53,8 +53,8 @@ def _chapter_05(preset):
     from ncutils import minority
 
     minority.run_model(preset)
-    for seed in _seeds("minority_collapse", preset):
-        minority.run_networks(preset, seed=seed)
+    minority.run_networks(preset, seed=0)
+    minority.run_remedy_seeds(preset)
 
 
 def _chapter_06(preset):

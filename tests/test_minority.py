@@ -34,8 +34,28 @@ def test_cpu_preset_runs_have_equal_steps_and_the_remedies():
             assert cfg["classifier"] == "etf"
         if "-os" in variant:
             assert cfg["oversample"] == [1] * 5 + [1000] * 5
-    total = sum(r["seconds"] for r in minority.cost_estimate("cpu"))
-    assert 0 < total < 2.2 * 7200  # two single-thread processes, about 2 hours
+    est = minority.cost_estimate("cpu")
+    assert len(est) == len(cfgs) + len(minority.remedy_seed_configs("cpu")) - len(
+        [k for k in minority.remedy_seed_configs("cpu") if k[3] == 0])
+    assert all(r["seconds"] > r["steps"] * minority.STEP_SECONDS_CPU[r["arch"]] for r in est)
+
+
+def test_remedy_seeds_are_the_remedy_runs_at_other_seeds(monkeypatch):
+    seeded = minority.remedy_seed_configs("cpu")
+    assert {k[3] for k in seeded} == {0, 1, 2}
+    assert {k[:3] for k in seeded} == {("fashionmnist", "mlp", v) for v in ("R1000", "R1000-os1000", "R1000-etf")}
+    base = minority.network_configs("cpu", 0)
+    for (dataset, arch, variant, seed), (label, cfg) in seeded.items():
+        label0, cfg0 = base[(dataset, arch, variant)]
+        assert cfg == {**cfg0, "seed": seed} and label == label0[:-2] + f"s{seed}"
+        if seed == 0:  # seed 0's runs are the sweep's own (same config hash)
+            assert cfg == cfg0
+    net = dict(minority._config.get_preset("minority_collapse", "cpu")["networks"])
+    bad = dict(net, remedy_seeds_for=(("fashionmnist", "vgg11"),))
+    monkeypatch.setitem(minority._config.PRESETS["minority_collapse"], "cpu",
+                        dict(minority._config.PRESETS["minority_collapse"]["cpu"], networks=bad))
+    with pytest.raises(ValueError, match="^remedy_seeds_for=.*vgg11.* has no remedies; choose from remedies_for="):
+        minority.remedy_seed_configs("cpu")
 
 
 def test_group_metrics_on_known_vectors():

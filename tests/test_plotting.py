@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from ncutils import book, plotting, store
 
@@ -186,7 +187,16 @@ def test_the_chapter_5_verdict_reads_the_model_and_each_network_sweep(results_di
     word, text = book.VERDICTS["minority_collapse"]([model, *collapsing, *fix])
     assert word == "holds" and "complete from R ≈ 12.2" in text
     assert "mnist mlp: cosine -0.11 → +0.90, minority accuracy 0.97 → 0.05 (R = 1 → 100)" in text
-    assert "etf at R = 100 on mnist mlp: minority accuracy +0.20" in text
+    assert "etf at R = 100 on mnist mlp: minority accuracy +0.20, one seed" in text
+    # several seeds: paired by seed (a plain run at seed 1 does not enter the sweep over R)
+    seeded = [net("mnist-mlp-R100-s1", 0.95, 0.10), net("mnist-mlp-R100-etf-s1", -0.11, 0.40),
+              net("mnist-mlp-R100-s2", 0.95, 0.07), net("mnist-mlp-R100-etf-s2", -0.11, 0.30)]
+    word, text = book.VERDICTS["minority_collapse"]([model, *collapsing, *fix, *seeded])
+    diffs = [0.20, 0.30, 0.23]
+    half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert word == "holds" and "minority accuracy 0.97 → 0.05 (R = 1 → 100)" in text
+    assert (f"etf at R = 100 on mnist mlp: minority accuracy {np.mean(diffs):+.2f} "
+            f"[{np.mean(diffs) - half:+.2f}, {np.mean(diffs) + half:+.2f}], 3 seeds") in text
     flat = [net("fashionmnist-vgg11-R1-s0", -0.11, 0.9), net("fashionmnist-vgg11-R100-s0", -0.05, 0.6)]
     assert book.VERDICTS["minority_collapse"]([model, *collapsing, *flat])[0] == "partly"
     assert book.VERDICTS["minority_collapse"]([model])[0] == "model holds; networks pending"
