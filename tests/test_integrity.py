@@ -210,7 +210,7 @@ def test_a_string_from_papermill_r_gets_a_hint():
 
 def test_every_chapter_passes_force_run_only_to_checked_functions():
     checked = {"run_experiment", "run_segmentation", "load_or_run", "measure_preset", "lr_sweep", "run_model",
-               "run_networks", "run_nc_ood", "run_ceco", "run_landscape"}  # each calls store.load_or_run, which checks force
+               "run_networks", "run_remedy_seeds", "run_nc_ood", "run_ceco", "run_landscape"}  # each calls store.load_or_run, which checks force
     for path in sorted((ROOT / "chapters").glob("[0-9]*.py")) + sorted((ROOT / "drafts").glob("[0-9]*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
