@@ -404,7 +404,7 @@ Markdown("\n\n".join(sentences))
 # | networks | VGG11, VGG13, ResNet18 at full width | MLP 3 x 512 (both datasets, with the remedies) and VGG11 at width 8 (FashionMNIST) | VGG11 and ResNet18 at width 64 |
 # | protocol | SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr / 10 at 1/3 and 2/3 | the same optimizer and schedule at lr 0.068 (the paper's grid value used in chapter 1), for a fixed number of SGD steps per run (MLP 90,000, VGG11 9,000) rather than epochs | lr 0.1, 350 epochs |
 # | collapse measure | mean cosine of the minority classifier rows (uncentered) | the same, plus the centered class means' | same |
-# | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$; the FashionMNIST MLP's plain and remedy runs at $R = 1000$ with 3 seeds, compared paired by seed | $w$ = 10, 100, 1000; 3 seeds for every network's runs at $R = 1000$ |
+# | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$; the FashionMNIST MLP's plain and remedy runs at $R = 1000$ with 3 seeds, compared paired by seed | $w$ = 10, 100, 1000; 3 seeds for the FashionMNIST VGG11's runs at $R = 1000$ |
 # | fixed ETF classifier | not in the paper | chapter 3's fixed simplex ETF (no bias) at $R = 1000$ | same |
 # | seeds | one run per setting (their code fixes seed 666) | one seed for the sweep over $R$ (each panel of the figures is one seed); three for the remedy comparison | same |
 #
