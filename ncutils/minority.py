@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import config as _config
+from .checks import check_int, check_seeds
 from .lpm import group_cosine
 from .store import Run, load_or_run
 
@@ -35,8 +36,7 @@ _NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_rem
 def counts_for(n_major: int, ratio: int, K: int = 10, K_A: int = 5) -> list[int]:
     """Per-class image counts: ``n_major`` for classes 0..K_A-1, ``n_major // ratio`` for the rest."""
     for name, v, low in (("n_major", n_major, 1), ("ratio", ratio, 1), ("K", K, 2), ("K_A", K_A, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        check_int(v, name, low)
     if K_A > K:
         raise ValueError(f"K_A must be <= K={K}, got {K_A}")
     if n_major // ratio < 1:
@@ -91,8 +91,6 @@ def remedy_seed_configs(preset: str) -> dict:
     same runs as :func:`network_configs`'s."""
     net = _config.get_preset("minority_collapse", preset)["networks"]
     seeds, pairs = tuple(net.get("remedy_seeds", ())), [tuple(p) for p in net.get("remedy_seeds_for", ())]
-    from .checks import check_seeds
-
     check_seeds(list(seeds))
     remedied = [tuple(p) for p in net["remedies_for"]]
     stray = [p for p in pairs if p not in remedied]

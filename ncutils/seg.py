@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int
 from .etf import ETFClassifier
 from .metrics import ClassStats, collapse_metrics, metrics_from_stats, ncc_mismatch_count
 from .models import _conv_bn_relu, _init_convs
@@ -44,12 +45,6 @@ IGNORE_INDEX = 255
 
 
 # ----------------------------------------------------------------------------- input checks
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
 
 def _check_seg_features(features, name: str = "features") -> torch.Tensor:
     if not isinstance(features, torch.Tensor):
@@ -105,7 +100,7 @@ def pixel_features(features, labels, num_classes: int, ignore_index: int = IGNOR
     """``(h N x C, y N)``: the features (resized to the label size) and labels of the N labelled
     pixels, in B, H, W order. Differentiable w.r.t. ``features``."""
     features = _check_seg_features(features)
-    num_classes = _check_int("num_classes", num_classes, 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
     b, c = features.shape[:2]
     if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.shape[0] != b:
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
@@ -196,7 +191,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        self.num_classes = _check_int("num_classes", num_classes, 1)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
@@ -275,12 +270,12 @@ class SegUNet(nn.Module):
                  widths: Sequence[int] = (16, 32, 64, 128), feature_dim: int = 32,
                  cr_dim: Optional[int] = None, cr_seed: Optional[int] = None, cr_frozen: bool = False):
         super().__init__()
-        num_classes = _check_int("num_classes", num_classes, 2)
-        in_channels = _check_int("in_channels", in_channels, 1)
-        feature_dim = _check_int("feature_dim", feature_dim, 1)
+        num_classes = check_int(num_classes, "num_classes", 2)
+        in_channels = check_int(in_channels, "in_channels", 1)
+        feature_dim = check_int(feature_dim, "feature_dim", 1)
         if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) < 1:
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
-        widths = tuple(_check_int(f"widths[{i}]", w, 1) for i, w in enumerate(widths))
+        widths = tuple(check_int(w, f"widths[{i}]", 1) for i, w in enumerate(widths))
         self.widths, self.in_channels = widths, in_channels
         self.encoder = nn.ModuleList()
         cin = in_channels
@@ -299,7 +294,7 @@ class SegUNet(nn.Module):
         self.classifier = nn.Conv2d(feature_dim, num_classes, 1)
         self.cr_head = self.cr_etf = None
         if cr_dim is not None:
-            cr_dim = _check_int("cr_dim", cr_dim, num_classes - 1)
+            cr_dim = check_int(cr_dim, "cr_dim", num_classes - 1)
             self.cr_head = nn.Conv2d(feature_dim, cr_dim, 1)
             self.cr_etf = ETFClassifier(cr_dim, num_classes, seed=cr_seed)
             if not isinstance(cr_frozen, bool):
@@ -360,7 +355,7 @@ class SegUNet(nn.Module):
 def subsample_pixels(labels, max_per_class: int, seed: int = 0) -> torch.Tensor:
     """Sorted indices into a 1-D ``labels`` keeping at most ``max_per_class`` random entries of each
     class (seeded), all of a class with fewer."""
-    max_per_class = _check_int("max_per_class", max_per_class, 1)
+    max_per_class = check_int(max_per_class, "max_per_class", 1)
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
         raise TypeError("labels must be a 1-D integer tensor")
     g = torch.Generator().manual_seed(int(seed))
@@ -434,7 +429,7 @@ def evaluate_segmentation(model: SegUNet, images, labels, batch_size: int = 8,
         raise ValueError(f"branch must be 'features' or 'cr', got {branch!r}")
     if branch == "cr" and model.cr_head is None:
         raise ValueError("branch='cr' needs a model built with cr_dim=<int>")
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a N x 3 x H x W tensor, got {getattr(images, 'shape', images)}")
     k = model.num_classes
@@ -510,7 +505,7 @@ def _check_seg_config(cfg: dict) -> None:
         raise ValueError(f"segmentation config has unknown keys {unknown} "
                          f"(known: {sorted(_SEG_REQUIRED + _SEG_OPTIONAL)})")
     for key in ("epochs", "batch_size", "feature_dim", "eval_every"):
-        _check_int(f"config[{key!r}]", cfg[key], 1)
+        check_int(cfg[key], f"config[{key!r}]", 1)
     checks.check_seed(cfg["seed"], "config['seed']")
     for key in ("lr", "lr_power", "cr_scale"):
         checks.check_real(cfg[key], f"config[{key!r}]", 0.0, low_open=True)
@@ -523,7 +518,7 @@ def _check_seg_config(cfg: dict) -> None:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)) or not widths:
         raise ValueError(f"config['widths'] must be a non-empty list of channel counts, got {widths!r}")
     for i, w in enumerate(widths):
-        _check_int(f"config['widths'][{i}]", w, 1)
+        check_int(w, f"config['widths'][{i}]", 1)
     crop = cfg["crop"]
     if crop is not None and (not isinstance(crop, (list, tuple)) or len(crop) != 2
                              or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in crop)):
@@ -540,7 +535,7 @@ def _check_seg_config(cfg: dict) -> None:
                          f"got {cfg['class_weighting']!r}")
     for key in ("n_train", "n_eval", "cr_dim"):
         if cfg[key] is not None:
-            _check_int(f"config[{key!r}]", cfg[key], 1)
+            check_int(cfg[key], f"config[{key!r}]", 1)
 
 
 def build_seg_model(cfg: dict, num_classes: int = 11) -> SegUNet:
