@@ -64,6 +64,20 @@ def test_minority_collapse_grows_with_R_and_is_complete_at_large_R():
     assert lpm.class_weights(K, K_A, math.inf).tolist() == [1.0] * K_A + [0.0] * (K - K_A)
 
 
+def test_only_the_product_of_the_budgets_matters():
+    """Scaling W by a and H by 1/a keeps every logit, so (E_H, E_W) and (E_H a^2, E_W / a^2) have
+    the same optimal logits: the same objective and the same classifier cosines, W scaled by 1/a."""
+    for R in (5.0, 30.0):
+        a = lpm.solve_convex(R, K, K_A, E_H, E_W)
+        b = lpm.solve_convex(R, K, K_A, E_H * 4.0, E_W / 4.0)
+        assert abs(a.objective - b.objective) < 1e-7 and abs(a.minority_cosine - b.minority_cosine) < 1e-5
+        assert np.allclose(a.W @ a.W.T / 4.0, b.W @ b.W.T, atol=1e-5)
+    # a larger product delays the collapse: at R = 30 the authors' budget has merged the minority
+    # classifiers, ten times the budget has not
+    assert lpm.solve_convex(30.0, K, K_A, E_H, E_W).minority_cosine > 1 - 1e-6
+    assert lpm.solve_convex(30.0, K, K_A, E_H * 10.0, E_W).minority_cosine < 0.9
+
+
 def test_collapse_threshold_brackets_the_onset():
     r = lpm.collapse_threshold(K, K_A, E_H, E_W, lo=10.0, hi=13.0, rel_tol=1e-2)
     assert 10.0 < r <= 13.0
