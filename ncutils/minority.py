@@ -30,7 +30,7 @@ __all__ = ["STEP_SECONDS_CPU", "counts_for", "network_configs", "group_metrics",
 # 2-core CPU: MLP 3 x 512, VGG11 width 8, ResNet18 width 8.
 STEP_SECONDS_CPU = {"mlp": 0.007, "vgg11": 0.066, "resnet18": 0.087}
 _NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_remedy", "remedies_for",
-             "remedy_seeds", "remedy_seeds_for")
+             "remedy_seeds", "remedy_seeds_for", "remedy_seed_overrides")
 
 
 def counts_for(n_major: int, ratio: int, K: int = 10, K_A: int = 5) -> list[int]:
@@ -88,10 +88,15 @@ def remedy_seed_configs(preset: str) -> dict:
     """``{(dataset, arch, variant, seed): (label, run config)}``: the runs at ``remedy_ratio`` (the
     plain one and every remedy) of each ``remedy_seeds_for`` pair, once per seed of
     ``remedy_seeds``, so that the remedies can be compared paired by seed. Seed 0's runs are the
-    same runs as :func:`network_configs`'s."""
+    same runs as :func:`network_configs`'s; the other seeds' configs take ``remedy_seed_overrides``
+    (settings that do not change training, such as ``train_eval_every``)."""
     net = _config.get_preset("minority_collapse", preset)["networks"]
     seeds, pairs = tuple(net.get("remedy_seeds", ())), [tuple(p) for p in net.get("remedy_seeds_for", ())]
     check_seeds(list(seeds))
+    overrides = dict(net.get("remedy_seed_overrides", {}))
+    if set(overrides) - {"train_eval_every"}:
+        raise ValueError(f"remedy_seed_overrides of minority_collapse at {preset!r} may only set "
+                         f"train_eval_every (a setting that leaves training unchanged), got {sorted(overrides)}")
     remedied = [tuple(p) for p in net["remedies_for"]]
     stray = [p for p in pairs if p not in remedied]
     if stray:
@@ -102,7 +107,8 @@ def remedy_seed_configs(preset: str) -> dict:
     for seed in seeds:
         for (dataset, arch, variant), entry in network_configs(preset, seed).items():
             if (dataset, arch) in pairs and variant.split("-")[0] == prefix:
-                out[(dataset, arch, variant, seed)] = entry
+                label, cfg = entry
+                out[(dataset, arch, variant, seed)] = (label, cfg if seed == 0 else {**cfg, **overrides})
     return out
 
 
@@ -246,8 +252,8 @@ def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: in
     """Estimated single-thread CPU seconds of every network run of ``preset`` (seed 0's, then the
     other seeds of :func:`remedy_seed_configs`).
 
-    SGD steps x the measured step cost (``STEP_SECONDS_CPU``), plus evaluation: each epoch one
-    forward pass over the training set (counted as a third of a step per 128 images), each snapshot
+    SGD steps x the measured step cost (``STEP_SECONDS_CPU``), plus evaluation: every
+    ``train_eval_every``-th epoch (default each) one forward pass over the training set (counted as a third of a step per 128 images), each snapshot
     one more over the training and the test set.
     """
     from .train import snapshot_set
@@ -262,7 +268,7 @@ def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: in
         n_eff = sum(c * f for c, f in zip(cfg["counts"], factors))
         spe = math.ceil(n_eff / cfg["batch_size"])
         steps = spe * cfg["epochs"]
-        eval_steps = cfg["epochs"] * n / cfg["batch_size"] / 3 + \
+        eval_steps = math.ceil(cfg["epochs"] / (cfg.get("train_eval_every") or 1)) * n / cfg["batch_size"] / 3 + \
             len(snapshot_set(cfg)) * (n + test_images) / cfg["batch_size"] / 3
         rows.append({"dataset": dataset, "arch": arch, "variant": variant, "seed": seed, "train_images": n,
                      "epochs": cfg["epochs"], "steps": steps,

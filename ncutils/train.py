@@ -103,7 +103,7 @@ def run_config(experiment_cfg: dict, dataset: str, arch: str, seed: int = 0, **o
 # (``steps`` and ``K_A`` are read by chapter 5's wrapper, ncutils.minority, not by this loop.)
 _OPTIONAL = ("optimizer", "augment", "n_per_class", "test_per_class", "width", "feature_dim",
              "classifier", "etf_bias", "counts", "compile", "amp", "snapshot_every", "oversample", "steps",
-             "K_A", "stem", "fixdim_block")  # stem, fixdim_block: checked by models.build_model
+             "K_A", "stem", "fixdim_block", "train_eval_every")  # stem, fixdim_block: checked by models.build_model
 
 
 def milestone_epochs(cfg: dict) -> list[int]:
@@ -150,7 +150,8 @@ def _check_config(cfg: dict) -> None:
     if isinstance(cfg.get("test_per_class"), str) and cfg["test_per_class"] != "all":
         raise ValueError(f"config['test_per_class'] must be a positive int, None (balanced to the rarest "
                          f"class) or 'all' (the whole test split), got {cfg['test_per_class']!r}")
-    for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every", "steps", "K_A"):
+    for key in ("n_per_class", "test_per_class", "width", "feature_dim", "snapshot_every", "steps", "K_A",
+                "train_eval_every"):
         if cfg.get(key) is not None and cfg.get(key) != "all":
             checks.check_int(cfg[key], f"config[{key!r}]", 1)
     for key in ("compile", "etf_bias"):
@@ -368,6 +369,7 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
 
         bar = tqdm(total=cfg["epochs"], initial=start_epoch - 1, desc=run.label or "train", unit="ep")
     save_every, last_save = checkpoint_seconds(), time.monotonic()
+    eval_every = cfg.get("train_eval_every") or 1
     done_here, test_err = 0, next((r["test_error"] for r in reversed(history)
                                    if not math.isnan(r["test_error"])), math.nan)
     for epoch in range(start_epoch, cfg["epochs"] + 1):
@@ -384,7 +386,13 @@ def train(run: Run, cfg: dict, device=None, progress: bool | None = None,
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
                                      f"lower config['lr'] = {cfg['lr']}")
-        err, tr_loss, _, _ = _evaluate(model, x, y, k, device, amp, keep_features=False)
+        # The training error every `train_eval_every` epochs (default every epoch), at every snapshot
+        # and at the last epoch; evaluation does not touch the weights or the batch order, so skipping
+        # it leaves training bit for bit the same and only coarsens the history (NaN rows).
+        if epoch % eval_every == 0 or epoch in snapshots or epoch == cfg["epochs"]:
+            err, tr_loss, _, _ = _evaluate(model, x, y, k, device, amp, keep_features=False)
+        else:
+            err, tr_loss = math.nan, math.nan
         row = {"epoch": epoch, "lr": lr, "train_error": err, "test_error": math.nan,
                "train_loss": tr_loss, "test_loss": math.nan}
         if epoch in snapshots or (err == 0.0 and tpt is None):  # test set and NC metrics
@@ -560,7 +568,8 @@ def tpt_summary(history, steps_per_epoch: int | None = None) -> dict:
 
     ``tpt_epoch`` is the onset as Papyan et al. define it: the first epoch with zero training error
     (the loop always takes a snapshot then). ``tpt_stable_epoch`` is the first epoch from which the
-    training error *stays* zero to the end (None if the last epoch errs), and ``tpt_start`` the
+    training error *stays* zero to the end (None if the last epoch errs; with
+    ``train_eval_every`` > 1 both are read from the evaluated epochs only), and ``tpt_start`` the
     first snapshot at or after it: every "within TPT" figure (``nc1_drop`` and ``fold_<key>``, the
     value at ``tpt_start`` over the value at the end) is measured from there, in a phase where the
     training error is zero throughout. ``steps_high_lr_in_tpt`` counts the SGD steps taken at the
@@ -568,10 +577,12 @@ def tpt_summary(history, steps_per_epoch: int | None = None) -> dict:
     """
     import numpy as np
 
-    epochs = history["epoch"].to_numpy()
-    zero = history["train_error"].to_numpy() == 0.0
-    snaps = history.dropna(subset=["nc1"]).set_index("epoch")
     last = history.iloc[-1]
+    # epochs whose training error was evaluated (all of them unless config["train_eval_every"] > 1)
+    evaluated = history.dropna(subset=["train_error"])
+    epochs = evaluated["epoch"].to_numpy()
+    zero = evaluated["train_error"].to_numpy() == 0.0
+    snaps = history.dropna(subset=["nc1"]).set_index("epoch")
     out = {"epochs": int(last["epoch"]), "tpt_epoch": None, "tpt_stable_epoch": None, "tpt_start": None,
            "nc1_first": float(snaps["nc1"].iloc[0]), "nc1_at_tpt": math.nan, "nc1_at_start": math.nan,
            "nc1_end": float(snaps["nc1"].iloc[-1]),
@@ -592,8 +603,8 @@ def tpt_summary(history, steps_per_epoch: int | None = None) -> dict:
                    test_acc_at_start=1.0 - float(snaps.loc[start, "test_error"]))
         out.update({f"fold_{k}": float(snaps.loc[start, k] / snaps[k].iloc[-1]) for k in NC_FOLD_KEYS})
         if steps_per_epoch is not None:
-            lr = history["lr"].to_numpy()
-            high = (epochs >= stable) & np.isclose(lr, lr[0])
+            lr, all_epochs = history["lr"].to_numpy(), history["epoch"].to_numpy()
+            high = (all_epochs >= stable) & np.isclose(lr, lr[0])
             out["steps_high_lr_in_tpt"] = int(high.sum()) * int(steps_per_epoch)
     out["nc1_drop"] = out["fold_nc1"]
     return out

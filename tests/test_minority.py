@@ -47,14 +47,21 @@ def test_remedy_seeds_are_the_remedy_runs_at_other_seeds(monkeypatch):
     base = minority.network_configs("cpu", 0)
     for (dataset, arch, variant, seed), (label, cfg) in seeded.items():
         label0, cfg0 = base[(dataset, arch, variant)]
-        assert cfg == {**cfg0, "seed": seed} and label == label0[:-2] + f"s{seed}"
+        assert label == label0[:-2] + f"s{seed}"
         if seed == 0:  # seed 0's runs are the sweep's own (same config hash)
             assert cfg == cfg0
+        else:  # the same run at another seed, with the training error evaluated every 10th epoch
+            assert cfg == {**cfg0, "seed": seed, "train_eval_every": 10}
     net = dict(minority._config.get_preset("minority_collapse", "cpu")["networks"])
     bad = dict(net, remedy_seeds_for=(("fashionmnist", "vgg11"),))
     monkeypatch.setitem(minority._config.PRESETS["minority_collapse"], "cpu",
                         dict(minority._config.PRESETS["minority_collapse"]["cpu"], networks=bad))
     with pytest.raises(ValueError, match="^remedy_seeds_for=.*vgg11.* has no remedies; choose from remedies_for="):
+        minority.remedy_seed_configs("cpu")
+    training = dict(net, remedy_seed_overrides={"lr": 0.1})  # would change training: refused
+    monkeypatch.setitem(minority._config.PRESETS["minority_collapse"], "cpu",
+                        dict(minority._config.PRESETS["minority_collapse"]["cpu"], networks=training))
+    with pytest.raises(ValueError, match="remedy_seed_overrides .* may only set train_eval_every"):
         minority.remedy_seed_configs("cpu")
 
 

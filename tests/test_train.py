@@ -134,6 +134,39 @@ def test_test_set_and_metrics_are_evaluated_only_at_snapshots(real_data, tmp_pat
         train.train(run, tiny_config(snapshot_every=0), progress=False)
 
 
+def test_sparse_training_error_evaluation_leaves_training_bitwise_unchanged(real_data, tmp_path):
+    cfg = tiny_config(epochs=7, n_snapshots=2, snapshot_every=3)
+    every = Run("t", "smoke", cfg, root=tmp_path / "a")
+    train.train(every, cfg, progress=False)
+    sparse_cfg = {**cfg, "train_eval_every": 4}
+    sparse = Run("t", "smoke", sparse_cfg, root=tmp_path / "b")
+    train.train(sparse, sparse_cfg, progress=False)
+    sa = train.load_checkpoint(every.path / "checkpoint.pt")["model"]
+    sb = train.load_checkpoint(sparse.path / "checkpoint.pt")["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    a, b = every.table("history"), sparse.table("history")
+    evaluated = set(b.dropna(subset=["train_error"])["epoch"])
+    onset = a.loc[a["train_error"] == 0, "epoch"]
+    expected = {4, 7} | train.snapshot_set(cfg)
+    assert expected <= evaluated <= expected | ({int(onset.iloc[0])} if len(onset) else set())
+    rows = a["epoch"].isin(sorted(evaluated))
+    assert a.loc[rows, "train_error"].tolist() == b.loc[rows, "train_error"].tolist()
+    assert b.loc[~rows, "train_error"].isna().all()
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="train_eval_every"):
+            train.train(Run("t", "smoke", {**cfg, "train_eval_every": bad}, root=tmp_path / "c"),
+                        {**cfg, "train_eval_every": bad}, progress=False)
+
+
+def test_tpt_summary_reads_the_evaluated_epochs_only():
+    # every other epoch evaluated: NaN rows neither start nor break the terminal phase
+    err = [0.5, math.nan, 0.0, math.nan, 0.0, math.nan, 0.0]
+    nc1 = [8.0, None, 4.0, None, 2.0, None, 1.0]
+    s = train.tpt_summary(_planted_history(err, nc1))
+    assert s["tpt_epoch"] == 3 and s["tpt_stable_epoch"] == 3 and s["tpt_start"] == 3
+    assert s["nc1_drop"] == pytest.approx(4.0)
+
+
 def _planted_history(train_error, nc1, lr=None):
     import pandas as pd
 
