@@ -251,7 +251,7 @@ PRESETS["minority_collapse"] = {
                               oversample=(1000,), etf_remedy=True,
                               remedies_for=(("mnist", "mlp"), ("fashionmnist", "mlp")),
                               remedy_seeds=(0, 1, 2), remedy_seeds_for=(("fashionmnist", "mlp"),),
-                              remedy_seed_overrides={"train_eval_every": 10}, test_per_class=None,
+                              seed_overrides={"train_eval_every": 10}, test_per_class=None,
                               per_arch={"mlp": dict(lr=paper_lr_grid()[20], width=512, steps=90_000),
                                         "vgg11": dict(lr=paper_lr_grid()[20], width=8, steps=9_000,
                                                       train_eval_every=10)})),

@@ -30,7 +30,7 @@ __all__ = ["STEP_SECONDS_CPU", "counts_for", "network_configs", "group_metrics",
 # 2-core CPU: MLP 3 x 512, VGG11 width 8, ResNet18 width 8.
 STEP_SECONDS_CPU = {"mlp": 0.007, "vgg11": 0.066, "resnet18": 0.087}
 _NET_KEYS = ("runs", "n_major", "ratios", "remedy_ratio", "oversample", "etf_remedy", "remedies_for",
-             "remedy_seeds", "remedy_seeds_for", "remedy_seed_overrides")
+             "remedy_seeds", "remedy_seeds_for", "seed_overrides")
 
 
 def counts_for(n_major: int, ratio: int, K: int = 10, K_A: int = 5) -> list[int]:
@@ -51,12 +51,17 @@ def network_configs(preset: str, seed: int = 0) -> dict:
     and ``"R<r>-etf"`` for the fixed-ETF classifier at ``remedy_ratio``. Runs given ``steps`` get
     ``epochs = round(steps / steps per epoch)`` (at least 3) so every R trains the same number of
     SGD steps; the test set and the collapse metrics are evaluated at about 20 evenly spaced
-    epochs besides the log-spaced snapshots.
+    epochs besides the log-spaced snapshots. At a seed other than 0 the runs take the preset's
+    ``seed_overrides`` (only settings that leave training unchanged: ``train_eval_every``).
     """
     from .train import run_config
 
     net = _config.get_preset("minority_collapse", preset)["networks"]
     base = {k: v for k, v in net.items() if k not in _NET_KEYS}
+    overrides = dict(net.get("seed_overrides", {})) if seed != 0 else {}
+    if set(overrides) - {"train_eval_every"}:
+        raise ValueError(f"seed_overrides of minority_collapse at {preset!r} may only set train_eval_every "
+                         f"(a setting that leaves training unchanged), got {sorted(overrides)}")
     K_A = net["K_A"]
     out = {}
     for dataset, arch in net["runs"]:
@@ -73,7 +78,7 @@ def network_configs(preset: str, seed: int = 0) -> dict:
             per = dict(base["per_arch"][arch])
             steps = per.pop("steps", None)
             probe = dict(base, per_arch={arch: per})
-            cfg = run_config(probe, dataset, arch, seed, counts=counts, n_per_class=None, **extra)
+            cfg = run_config(probe, dataset, arch, seed, counts=counts, n_per_class=None, **extra, **overrides)
             if steps is not None:
                 factors = extra.get("oversample") or [1] * 10
                 n_eff = sum(c * f for c, f in zip(counts, factors))
@@ -88,15 +93,11 @@ def remedy_seed_configs(preset: str) -> dict:
     """``{(dataset, arch, variant, seed): (label, run config)}``: the runs at ``remedy_ratio`` (the
     plain one and every remedy) of each ``remedy_seeds_for`` pair, once per seed of
     ``remedy_seeds``, so that the remedies can be compared paired by seed. Seed 0's runs are the
-    same runs as :func:`network_configs`'s; the other seeds' configs take ``remedy_seed_overrides``
-    (settings that do not change training, such as ``train_eval_every``)."""
+    same runs as :func:`network_configs`'s (and the other seeds' are :func:`network_configs` at
+    that seed, with its ``seed_overrides``)."""
     net = _config.get_preset("minority_collapse", preset)["networks"]
     seeds, pairs = tuple(net.get("remedy_seeds", ())), [tuple(p) for p in net.get("remedy_seeds_for", ())]
     check_seeds(list(seeds))
-    overrides = dict(net.get("remedy_seed_overrides", {}))
-    if set(overrides) - {"train_eval_every"}:
-        raise ValueError(f"remedy_seed_overrides of minority_collapse at {preset!r} may only set "
-                         f"train_eval_every (a setting that leaves training unchanged), got {sorted(overrides)}")
     remedied = [tuple(p) for p in net["remedies_for"]]
     stray = [p for p in pairs if p not in remedied]
     if stray:
@@ -107,8 +108,7 @@ def remedy_seed_configs(preset: str) -> dict:
     for seed in seeds:
         for (dataset, arch, variant), entry in network_configs(preset, seed).items():
             if (dataset, arch) in pairs and variant.split("-")[0] == prefix:
-                label, cfg = entry
-                out[(dataset, arch, variant, seed)] = (label, cfg if seed == 0 else {**cfg, **overrides})
+                out[(dataset, arch, variant, seed)] = entry
     return out
 
 

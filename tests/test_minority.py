@@ -58,11 +58,12 @@ def test_remedy_seeds_are_the_remedy_runs_at_other_seeds(monkeypatch):
                         dict(minority._config.PRESETS["minority_collapse"]["cpu"], networks=bad))
     with pytest.raises(ValueError, match="^remedy_seeds_for=.*vgg11.* has no remedies; choose from remedies_for="):
         minority.remedy_seed_configs("cpu")
-    training = dict(net, remedy_seed_overrides={"lr": 0.1})  # would change training: refused
+    training = dict(net, seed_overrides={"lr": 0.1})  # would change training: refused
     monkeypatch.setitem(minority._config.PRESETS["minority_collapse"], "cpu",
                         dict(minority._config.PRESETS["minority_collapse"]["cpu"], networks=training))
-    with pytest.raises(ValueError, match="remedy_seed_overrides .* may only set train_eval_every"):
-        minority.remedy_seed_configs("cpu")
+    with pytest.raises(ValueError, match="seed_overrides .* may only set train_eval_every"):
+        minority.network_configs("cpu", seed=1)
+    assert minority.network_configs("cpu", seed=0)  # seed 0 takes no overrides
 
 
 def test_group_metrics_on_known_vectors():
