@@ -32,11 +32,19 @@
 # remedies: oversampling and a fixed simplex-ETF classifier ({doc}`03_fixed_etf`).
 
 # %% tags=["remove-cell"]
+# Colab only: a shallow clone of the book (code and committed results), an editable install,
+# and its chapters/ folder as the working directory, so committed runs are loaded, not retrained.
+import os
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install -q "ncutils @ git+https://github.com/ncbook/neural-collapse-book"
-    pass
+    REPO_URL, BOOK = "https://github.com/ncbook/neural-collapse-book", "/content/neural-collapse-book"
+    if not os.path.isdir(os.path.join(BOOK, ".git")):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", REPO_URL, BOOK], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--editable", BOOK], check=True)
+    sys.path.insert(0, BOOK)  # importable at once, without restarting the runtime
+    os.chdir(os.path.join(BOOK, "chapters"))
 
 # %% tags=["parameters"]
 PRESET = "cpu"
@@ -194,6 +202,15 @@ style_table(checks[["R", "method", "objective", "minority_cosine", "objective_ga
 NC_END = {"equinorm_means": "NC2 equinorm, means", "equiangular_means": "NC2 equiangularity, means",
           "maxangle_means": "NC2 max-angle gap, means", "self_duality": "NC3 self-duality",
           "ncc_mismatch": "NC4 NCC mismatch"}
+
+
+def train_minutes(hist) -> float:
+    """Training time of a run: the sum of its epochs' wall times, each capped at 10x the median
+    epoch (an epoch during which the process was paused, e.g. for CI, counts as a slow one)."""
+    e = hist["epoch_seconds"]
+    return float(e.clip(upper=10 * e.median()).sum()) / 60
+
+
 rows = []
 for (dataset, arch, variant), run in net_runs.items():
     s, c = run.info["summary"], run.config
@@ -207,12 +224,13 @@ for (dataset, arch, variant), run in net_runs.items():
                  "majority cosine": s["majority_cosine"], "minority mean cosine": s["minority_mean_cosine"],
                  "test acc. majority": s["test_acc_majority"], "test acc. minority": s["test_acc_minority"],
                  "NC1 (end)": h["nc1_end"], "E_W": s["E_W"], "E_H": s["E_H"],
-                 "minutes": float(run.table("history")["epoch_seconds"].sum()) / 60,
+                 "minutes": train_minutes(hist),
                  **{m: float(last_snap[m]) for m in NC_END}})
 nets = pd.DataFrame(rows)
 # The model's prediction at each network's R: the authors' (E_H, E_W), and the network's own norms.
-nets["model cosine"] = [lpm.solve_convex(float(r), K, K_A, model_cfg["E_H"], model_cfg["E_W"]).minority_cosine
-                        for r in nets["R"]]
+nets["model cosine"] = [model_cos_at(r) if not math.isnan(model_cos_at(r)) else
+                        lpm.solve_convex(float(r), K, K_A, model_cfg["E_H"], model_cfg["E_W"]).minority_cosine
+                        for r in nets["R"]]  # from the sweep where it holds this R
 nets["model cosine, own norms"] = [lpm.solve_convex(float(r), K, K_A, eh, ew).minority_cosine
                                    for r, eh, ew in zip(nets["R"], nets["E_H"], nets["E_W"])]
 sweep_nets = nets[nets["remedy"] == "none"]
@@ -220,7 +238,6 @@ for (dataset, arch), part in sweep_nets.groupby(["dataset", "arch"]):
     for _, row in part.iterrows():
         plotting.glue(f"c05_{dataset}_{arch}_cos_R{row['R']}", float(row["minority cosine"]))
         plotting.glue(f"c05_{dataset}_{arch}_minacc_R{row['R']}", float(row["test acc. minority"]))
-plotting.glue("c05_net_minutes", float(nets["minutes"].sum()))
 nets["run"] = [f"{d} {a}, R = {r}" + ("" if rm == "none" else f", {rm}")
                for d, a, r, rm in zip(nets["dataset"], nets["arch"], nets["R"], nets["remedy"])]
 display(style_table(nets[["run", "n_B", "minority cosine", "model cosine", "model cosine, own norms",
@@ -231,10 +248,11 @@ display(style_table(nets[["run", "n_B", "minority cosine", "model cosine", "mode
 style_table(nets[["run", "train error (end)", "NC1 (end)", "majority cosine", "minority mean cosine", "E_W",
                   "E_H", "minutes"]],
             caption="The same runs: final training error and NC1, the majority classifiers' cosine, the "
-            "centered minority class means' cosine, the measured norms E_W and E_H, and the training wall "
-            "time (the sum of the epochs' times, two runs at a time on a 2-core CPU at the cpu preset).")
+            "centered minority class means' cosine, the measured norms E_W and E_H, and the training time "
+            "(the epochs' wall times, each capped at 10x the median epoch so that a paused process does "
+            "not inflate it; at the cpu preset two runs shared a 2-core CPU).")
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Trained networks against R: mean pairwise cosine of the minority classifiers at the end of training (markers), with the Layer-Peeled Model's prediction (line: the authors' E_H = 5, E_W = 1; dashed markers: the model solved with each network's own measured norms E_H, E_W). One panel per dataset and network.", "name": "fig-05-networks"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Trained networks against R: mean pairwise cosine of the minority classifiers at the end of training (markers), with the Layer-Peeled Model's prediction (line: the authors' E_H = 5, E_W = 1; crosses: the model solved with each network's own measured norms E_H, E_W). One panel per dataset and network.", "name": "fig-05-networks"}}
 pairs = list(dict.fromkeys(zip(sweep_nets["dataset"], sweep_nets["arch"])))
 fig, axes = plotting.new_figure(len(pairs), 1, width=2.9, height=2.6, sharey=True)
 for ax, (dataset, arch) in zip(axes[0], pairs):
@@ -246,7 +264,7 @@ for ax, (dataset, arch) in zip(axes[0], pairs):
     ax.set(xscale="log", xlabel="R", title=f"{plotting.DATASET_NAMES.get(dataset, dataset)}, {arch}",
            xlim=(0.7, max(sweep_nets["R"].max(), 10) * 1.5))
 axes[0][0].set_ylabel("minority classifier cosine")
-axes[0][0].legend(fontsize=6)
+plotting.figure_legend(fig, ncol=3)
 fig
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of the majority classes (squares) and the minority classes (circles) against R, per dataset and network; the test sets are balanced.", "name": "fig-05-accuracy"}}
@@ -280,21 +298,40 @@ def describe(dataset: str, arch: str) -> str:
     part = sweep_nets[(sweep_nets["dataset"] == dataset) & (sweep_nets["arch"] == arch)].sort_values("R")
     lo, hi = part.iloc[0], part.iloc[-1]
     rise = hi["minority cosine"] - lo["minority cosine"]
-    near = abs(hi["minority cosine"] - hi["model cosine, own norms"])
-    nc1 = hi["NC1 (end)"] / lo["NC1 (end)"]
+
+    def where(row):
+        lo_m, hi_m = sorted((row["model cosine, own norms"], row["model cosine"]))
+        c = row["minority cosine"]
+        return "between the two" if lo_m <= c <= hi_m else "above both" if c > hi_m else "below both"
+
+    def moved(col):
+        return (f"{'falls' if hi[col] < lo[col] else 'rises'} from {lo[col]:.3g} to {hi[col]:.3g}")
+
     return (f"**{plotting.DATASET_NAMES.get(dataset, dataset)}, {arch}:** the minority classifiers' cosine "
             f"goes from {lo['minority cosine']:+.3f} at R = {lo['R']} to {hi['minority cosine']:+.3f} at "
             f"R = {hi['R']} ({'a rise of ' + format(rise, '.2f') if rise > 0 else 'no rise'}; the model with "
-            f"this network's norms predicts {hi['model cosine, own norms']:+.3f}, "
-            f"{'close to' if near < 0.1 else 'away from'} the network), and the minority test accuracy "
+            f"this network's norms, E_H E_W = {hi['E_H'] * hi['E_W']:.3g}, predicts "
+            f"{hi['model cosine, own norms']:+.3f} there, the model with the authors' norms, E_H E_W = "
+            f"{model_cfg['E_H'] * model_cfg['E_W']:.3g}, {hi['model cosine']:+.3f}: the network lies "
+            f"{where(hi)}), and the minority test accuracy "
             f"from {lo['test acc. minority']:.3f} to {hi['test acc. minority']:.3f} while the majority "
-            f"classes keep {hi['test acc. majority']:.3f}. NC1 at the end of training is {nc1:.3g} times "
-            f"its balanced value at R = {hi['R']}.")
+            f"classes keep {hi['test acc. majority']:.3f}. At the end of training, from R = 1 to R = {hi['R']}, "
+            f"NC1 {moved('NC1 (end)')}, the equinorm of the class means {moved('equinorm_means')}, their "
+            f"equiangularity {moved('equiangular_means')} and the self-duality distance (NC3) "
+            f"{moved('self_duality')}.")
 
 
 Markdown("\n\n".join(describe(d, a) for d, a in pairs))
 
 # %% [markdown]
+# In the model only the product $E_H E_W$ matters (scaling $W$ up and $H$ down leaves the logits
+# unchanged), and the larger it is, the larger the ratio $R$ at which the minority classifiers merge:
+# with a large budget every class can be fitted with a margin without sacrificing the minority
+# classes. A trained network is not a solution of the norm-constrained model with its own norms
+# (weight decay and the finite number of SGD steps set its norms, not a hard budget), so the model
+# bounds rather than predicts the network: the sentences above say where each network lies relative
+# to the model at the authors' budget and at the network's own.
+#
 # ## Remedies at one large R
 #
 # Two remedies at $R$ = `remedy_ratio`, against the plain run at the same $R$: **oversampling**
@@ -354,7 +391,9 @@ seeded = pd.DataFrame([{"dataset": d, "arch": a, "remedy": v.split("-")[1] if "-
                         "minority cosine": r.info["summary"]["minority_cosine"],
                         "test acc. minority": r.info["summary"]["test_acc_minority"],
                         "test acc. majority": r.info["summary"]["test_acc_majority"]}
-                       for (d, a, v, sd), r in seed_runs.items()])
+                       for (d, a, v, sd), r in seed_runs.items()],
+                      columns=["dataset", "arch", "remedy", "seed", "minority cosine", "test acc. minority",
+                               "test acc. majority"])
 METRICS = ("test acc. minority", "test acc. majority", "minority cosine")
 paired, sentences = [], []
 for (dataset, arch), part in seeded.groupby(["dataset", "arch"], sort=False):
@@ -379,19 +418,24 @@ for (dataset, arch), part in seeded.groupby(["dataset", "arch"], sort=False):
             f"{row['minority cosine'][0]:+.3f} [{row['minority cosine'][1]:+.3f}, {row['minority cosine'][2]:+.3f}] "
             f"and the majority accuracy by {row['test acc. majority'][0]:+.3f} "
             f"[{row['test acc. majority'][1]:+.3f}, {row['test acc. majority'][2]:+.3f}].")
-paired = pd.DataFrame(paired)
+extra = [r for (d, a, v, sd), r in seed_runs.items() if sd != SEED]  # the seeds not in the sweep above
+extra_minutes = sum(train_minutes(r.table("history")) for r in extra)
+plotting.glue("c05_net_minutes", float(nets["minutes"].sum()) + extra_minutes)
+plotting.glue("c05_net_runs", len(nets) + len(extra))
+paired = pd.DataFrame(paired, columns=["run", "seeds", *[f"Δ {m}" for m in METRICS], *METRICS])
 display(style_table(paired[["run", "seeds", *[f"Δ {m}" for m in METRICS]]],
                     caption=f"Remedies at R = {R_rem}, paired by seed: the mean difference from the plain run "
                     "and its 95% t-interval (NaN with a single seed)."))
-Markdown("\n\n".join(sentences))
+Markdown("\n\n".join(sentences) or "No remedy runs with several seeds at this preset (`remedy_seeds_for`).")
 
 # %% [markdown]
 # The tables above carry every number; in the prose, per dataset and network, the minority test
 # accuracy at $R$ = {glue:text}`c05_remedy_R` gains {glue:text}`c05_gain_os_min:+.3f` to
 # {glue:text}`c05_gain_os_max:+.3f` from oversampling and {glue:text}`c05_gain_etf_min:+.3f` to
 # {glue:text}`c05_gain_etf_max:+.3f` from the fixed ETF classifier (over the runs of the
-# remedies; the oversampling factor is the preset's). The network runs of this page trained for
-# {glue:text}`c05_net_minutes:.0f` minutes in all (the sum of their epochs' wall times).
+# remedies; the oversampling factor is the preset's). The {glue:text}`c05_net_runs:d` network runs
+# of this page trained for {glue:text}`c05_net_minutes:.0f` minutes in all (see the caption of the
+# runs' table for how pauses are discounted).
 #
 # ## Paper vs this book
 #
@@ -400,9 +444,9 @@ Markdown("\n\n".join(sentences))
 # | model | convex relaxation over the Gram matrix, cvxpy 1.1.7 default solver (SCS), loss summed with weights 1 / (1/R) | the same program and weights; Clarabel with tolerances 1e-11; objective reported as the sample mean (the authors' sum divided by $K_A + K_B/R$) | same |
 # | model settings | $K=10$, $K_A=5$, $E_H=5$, $E_W=1$, $R = 10^{0.1 i}$, $i=0..40$ (Figure 3) | the same; onset of complete collapse bisected: $R \approx$ {glue:text}`c05_threshold:.4g` | same |
 # | check of the solution | none | the non-convex model by projected gradient, float64: gaps {glue:text}`c05_fo_obj_gap:.1e` (objective), {glue:text}`c05_fo_cos_gap:.1e` (cosine) | same |
-# | data | FashionMNIST (resized to 32 px) and CIFAR10; majority classes 0-4 with 6,000 (5,000) images, minority $6000 // R$ | FashionMNIST and MNIST at 28 px (MNIST is not in the paper); 1,000 images per majority class, $1000 // R$ per minority class, $R$ = 1, 10, 100, 1000 | 6,000 per majority class (MNIST 5,000), $R$ = 1, 10, 100, 1000 |
-# | networks | VGG11, VGG13, ResNet18 at full width | MLP 3 x 512 (both datasets, with the remedies) and VGG11 at width 8 (FashionMNIST) | VGG11 and ResNet18 at width 64 |
-# | protocol | SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr / 10 at 1/3 and 2/3 | the same optimizer and schedule at lr 0.068 (the paper's grid value used in chapter 1), for a fixed number of SGD steps per run (MLP 90,000, VGG11 9,000) rather than epochs | lr 0.1, 350 epochs |
+# | data | FashionMNIST (bilinearly resized to 32 px, normalized by its train mean and std) and CIFAR10; majority classes 0-4 with 6,000 (CIFAR10 5,000) images, minority $6000 // R$, the first ones of a shuffle with seed 666; the full test sets | FashionMNIST and MNIST at 28 px, normalized the same way (zero-padded to 32 px inside VGG11; MNIST is not in the paper); 1,000 images per majority class, $1000 // R$ per minority class, a random subset per seed, $R$ = 1, 10, 100, 1000; the full test sets | 6,000 per majority class (MNIST 5,000), $R$ = 1, 10, 100, 1000 |
+# | networks | their VGG11 and VGG13: convolutions, then two fully connected layers 512 → 4096 → 4096 with BatchNorm and ReLU, so the classifier reads 4096-d features; ResNet18 with the 3x3 CIFAR stem; full width | MLP 3 x 512 (both datasets, with the remedies) and the book's VGG11 at width 8 (FashionMNIST): convolutions with BatchNorm and ReLU only, the last one giving the 64-d features, global average pool (no fully connected head) | the book's VGG11 (512-d features, no fully connected head) and ResNet18 (3x3 CIFAR stem, as theirs) at width 64 |
+# | protocol | SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr / 10 at 1/3 and 2/3 | the same optimizer and schedule at lr 0.068 (the paper's grid value used in chapter 1), for a fixed number of SGD steps per run (MLP 90,000, VGG11 9,000) rather than epochs; the VGG11 runs and the remedy runs at seeds 1-2 evaluate the training error every 10th epoch and at every snapshot rather than every epoch (training is bit for bit the same; it saves about a quarter of their time) | lr 0.1, 350 epochs |
 # | collapse measure | mean cosine of the minority classifier rows (uncentered) | the same, plus the centered class means' | same |
 # | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$; the FashionMNIST MLP's plain and remedy runs at $R = 1000$ with 3 seeds, compared paired by seed | $w$ = 10, 100, 1000; 3 seeds for the FashionMNIST VGG11's runs at $R = 1000$ |
 # | fixed ETF classifier | not in the paper | chapter 3's fixed simplex ETF (no bias) at $R = 1000$ | same |
