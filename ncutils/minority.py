@@ -211,6 +211,31 @@ def run_model(preset: str, force: bool = False) -> Run:
                        label="model", force=force)
 
 
+def _only_keys(preset: str, only) -> set | None:
+    """``only``'s ``(dataset, arch, variant)`` keys (tuples or ``"dataset:arch:variant"`` strings),
+    checked against chapter 5's network runs at ``preset``; ``None`` keeps every run."""
+    if only is None:
+        return None
+    if isinstance(only, (str, bytes)):
+        raise TypeError(f"only must be a sequence of run keys, not the single string {only!r}")
+    keys = {tuple(k.split(":")) if isinstance(k, str) else tuple(k) for k in only}
+    known = network_configs(preset)
+    unknown = sorted(":".join(map(str, k)) for k in keys if k not in known)
+    if unknown:
+        raise ValueError(f"only={unknown!r} names no run of minority_collapse at {preset!r}; choose "
+                         f"from {[':'.join(k) for k in known]}")
+    return keys
+
+
+def _load_or_train(preset: str, configs: dict, force: bool, device, progress) -> dict:
+    """``{key: Run}`` for ``configs`` (``{key: (label, cfg)}``): committed runs are loaded, the others
+    trained and measured (:func:`train_and_measure`) through :func:`ncutils.store.load_or_run`."""
+    return {key: load_or_run("minority_collapse", preset, cfg,
+                             lambda r, c=cfg: train_and_measure(r, c, device=device, progress=progress),
+                             label=label, force=force, device=device)
+            for key, (label, cfg) in configs.items()}
+
+
 def run_networks(preset: str, seed: int = 0, force: bool = False, device=None, progress: bool | None = None,
                  only: tuple | None = None) -> dict:
     """Load or train every network run of chapter 5 at ``preset``: ``{(dataset, arch, variant): Run}``.
@@ -218,34 +243,19 @@ def run_networks(preset: str, seed: int = 0, force: bool = False, device=None, p
     ``only``: labels' ``(dataset, arch, variant)`` keys (or ``"dataset:arch:variant"`` strings) to
     run; others are skipped. Committed runs are loaded, never retrained (unless ``force``).
     """
-    configs = network_configs(preset, seed)
-    if only is not None:
-        keys = [tuple(k.split(":")) if isinstance(k, str) else tuple(k) for k in only]
-        unknown = [k for k in keys if k not in configs]
-        if unknown:
-            raise ValueError(f"only={unknown!r} names no run of minority_collapse at {preset!r}; choose "
-                             f"from {[':'.join(k) for k in configs]}")
-        configs = {k: v for k, v in configs.items() if k in keys}
-    runs = {}
-    for key, (label, cfg) in configs.items():
-        runs[key] = load_or_run("minority_collapse", preset, cfg,
-                                lambda r, c=cfg: train_and_measure(r, c, device=device, progress=progress),
-                                label=label, force=force, device=device)
-    return runs
+    keys = _only_keys(preset, only)
+    configs = {k: v for k, v in network_configs(preset, seed).items() if keys is None or k in keys}
+    return _load_or_train(preset, configs, force, device, progress)
 
 
 def run_remedy_seeds(preset: str, force: bool = False, device=None, progress: bool | None = None,
                      only: tuple | None = None) -> dict:
     """Load or train the runs of :func:`remedy_seed_configs`: ``{(dataset, arch, variant, seed): Run}``.
-    ``only``: ``(dataset, arch, variant)`` keys (or ``"dataset:arch:variant"`` strings) to keep."""
-    configs = remedy_seed_configs(preset)
-    if only is not None:
-        keys = {tuple(k.split(":")) if isinstance(k, str) else tuple(k) for k in only}
-        configs = {k: v for k, v in configs.items() if k[:3] in keys}
-    return {key: load_or_run("minority_collapse", preset, cfg,
-                             lambda r, c=cfg: train_and_measure(r, c, device=device, progress=progress),
-                             label=label, force=force, device=device)
-            for key, (label, cfg) in configs.items()}
+    ``only``: ``(dataset, arch, variant)`` keys (or ``"dataset:arch:variant"`` strings) to keep; a key
+    of a network run without remedy seeds keeps nothing, one of no run at all is refused."""
+    keys = _only_keys(preset, only)
+    configs = {k: v for k, v in remedy_seed_configs(preset).items() if keys is None or k[:3] in keys}
+    return _load_or_train(preset, configs, force, device, progress)
 
 
 def cost_estimate(preset: str, step_seconds: dict | None = None, test_images: int = 10_000) -> list[dict]:

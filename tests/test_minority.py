@@ -133,3 +133,12 @@ def test_smoke_network_run_trains_and_measures(real_data, results_dir):
     with pytest.raises(ValueError, match="names no run"):
         minority.run_networks("smoke", only=("fashionmnist:mlp:R3",))
     assert store.list_runs("minority_collapse", include_smoke=True)
+
+
+def test_only_refuses_unknown_keys_and_bare_strings():
+    """Both loaders check ``only`` against chapter 5's runs before anything is loaded or trained."""
+    for fn in (minority.run_networks, minority.run_remedy_seeds):
+        with pytest.raises(ValueError, match=r"only=\['mnist:mlp:R7'\] names no run"):
+            fn("smoke", only=("mnist:mlp:R7",))
+        with pytest.raises(TypeError, match="single string"):
+            fn("smoke", only="fashionmnist:mlp:R10")
