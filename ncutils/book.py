@@ -23,6 +23,7 @@ CHAPTERS = (
     ("chapters/02_ufm_landscape", "2. UFM landscape", "ufm"),
     ("chapters/03_fixed_etf", "3. Fixed ETF classifier, d = K", "fixed_etf"),
     ("chapters/04_segmentation_ceco", "4. Segmentation and the center-collapse head", "camvid_cr"),
+    ("chapters/05_minority_collapse", "5. Minority collapse", "minority_collapse"),
     ("chapters/06_nc_ood", "6. Collapse vs OOD detection and transfer", "nc_ood"),
 )
 
