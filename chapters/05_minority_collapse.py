@@ -219,7 +219,7 @@ for (dataset, arch, variant), run in net_runs.items():
     last_snap = hist[hist["nc1"].notna()].iloc[-1]  # the final epoch's collapse metrics
     rows.append({"dataset": dataset, "arch": arch, "variant": variant, "R": int(variant.split("-")[0][1:]),
                  "remedy": variant.split("-")[1] if "-" in variant else "none",
-                 "n_A": c["counts"][0], "n_B": c["counts"][-1], "epochs": c["epochs"],
+                 "n_A": c["counts"][0], "n_B": c["counts"][-1], "n_train": sum(c["counts"]), "epochs": c["epochs"],
                  "train error (end)": s["final_train_error"], "minority cosine": s["minority_cosine"],
                  "majority cosine": s["majority_cosine"], "minority mean cosine": s["minority_mean_cosine"],
                  "test acc. majority": s["test_acc_majority"], "test acc. minority": s["test_acc_minority"],
@@ -318,7 +318,18 @@ def describe(dataset: str, arch: str) -> str:
             f"classes keep {hi['test acc. majority']:.3f}. At the end of training, from R = 1 to R = {hi['R']}, "
             f"NC1 {moved('NC1 (end)')}, the equinorm of the class means {moved('equinorm_means')}, their "
             f"equiangularity {moved('equiangular_means')} and the self-duality distance (NC3) "
-            f"{moved('self_duality')}." + nc1_note(lo, hi))
+            f"{moved('self_duality')}." + fit_note(hi) + nc1_note(lo, hi))
+
+
+def fit_note(hi) -> str:
+    """A sentence where the run at the largest R ends without interpolating its training set."""
+    n_wrong = round(hi["train error (end)"] * hi["n_train"])
+    if n_wrong == 0:
+        return ""
+    return (f" At R = {hi['R']} it does not even fit its training set: {n_wrong} of its {hi['n_train']} "
+            f"training images stay misclassified at the end (training error {hi['train error (end)']:.2g}), "
+            f"consistent with merged minority classifiers: classes whose classifiers coincide cannot be told "
+            f"apart.")
 
 
 def nc1_note(lo, hi) -> str:
