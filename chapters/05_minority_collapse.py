@@ -181,7 +181,7 @@ style_table(checks[["R", "method", "objective", "minority_cosine", "objective_ga
             "gaps are first-order minus convex.")
 
 # %% [markdown]
-# At $R$ = {glue:text}`c05_fo_ratios` the two solutions differ by at most
+# At $R$ = {glue:text}`c05_fo_ratios:s` the two solutions differ by at most
 # {glue:text}`c05_fo_obj_gap:.1e` in the objective and {glue:text}`c05_fo_cos_gap:.1e` in the
 # minority cosine, with both norm constraints active. (The tests in `tests/test_lpm.py` also solve
 # the model with every *sample* its own feature, $n_B = 1$ and $n_A = 4$, and find the same optimum
@@ -377,6 +377,9 @@ for _, row in rem.iterrows():
     plotting.glue(f"c05_{row['dataset']}_{row['arch']}_{row['remedy']}_minacc", float(row["test acc. minority"]))
     plotting.glue(f"c05_{row['dataset']}_{row['arch']}_{row['remedy']}_cos", float(row["minority cosine"]))
 plotting.glue("c05_remedy_R", int(R_rem))
+# the cpu preset fixes SGD steps, so an oversampled run makes fewer passes over the majority images
+plotting.glue("c05_os_epochs", " / ".join(str(int(e)) for e in sorted(set(rem.loc[rem["remedy"].str.startswith("os"), "epochs"]))) or "-")
+plotting.glue("c05_plain_epochs", " / ".join(str(int(e)) for e in sorted(set(rem.loc[rem["remedy"] == "none", "epochs"]))) or "-")
 n_B = sorted({int(v) for v in rem["n_B"]})
 plotting.glue("c05_remedy_nB", " to ".join(str(v) for v in (n_B[0], n_B[-1])) if len(n_B) > 1 else str(n_B[0]))
 base_acc = rem[rem["remedy"] == "none"].set_index(["dataset", "arch"])["test acc. minority"]
@@ -389,7 +392,7 @@ for kind in ("os", "etf"):  # every oversampling factor counts as "os"
 style_table(rem_show, caption=f"Remedies at R = {R_rem}, against the plain run at the same R.")
 
 # %% [markdown]
-# At this ratio each minority class keeps {glue:text}`c05_remedy_nB` training image(s); the
+# At this ratio each minority class keeps {glue:text}`c05_remedy_nB:s` training image(s); the
 # authors' FashionMNIST runs kept $6000 // 1000 = 6$. Oversampling changes how often the network
 # sees them and the fixed ETF where their classifiers point, but neither adds information about a
 # class beyond its few images, so the minority accuracy a remedy can reach is bounded by how well
@@ -534,7 +537,7 @@ Markdown(
 # | networks | their VGG11 and VGG13: convolutions, then two fully connected layers 512 → 4096 → 4096 with BatchNorm and ReLU, so the classifier reads 4096-d features; ResNet18 with the 3x3 CIFAR stem; full width | MLP 3 x 512 (both datasets, with the remedies) and the book's VGG11 at width 8 (FashionMNIST): convolutions with BatchNorm and ReLU only, the last one giving the 64-d features, global average pool (no fully connected head) | the book's VGG11 (512-d features, no fully connected head) and ResNet18 (3x3 CIFAR stem, as theirs) at width 64 |
 # | protocol | SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 350 epochs, lr / 10 at 1/3 and 2/3 | the same optimizer and schedule at lr 0.068 (the paper's grid value used in chapter 1), for a fixed number of SGD steps per run (MLP 90,000, VGG11 9,000) rather than epochs; the VGG11 runs and the remedy runs at seeds 1-2 evaluate the training error every 10th epoch and at every snapshot rather than every epoch (training is bit for bit the same; it saves about a quarter of their time) | lr 0.1, 350 epochs |
 # | collapse measure | mean cosine of the minority classifier rows (uncentered) | the same, plus the centered class means' | same |
-# | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$; the FashionMNIST MLP's plain and remedy runs at $R = 1000$ with 3 seeds, compared paired by seed | $w$ = 10, 100, 1000; 3 seeds for the FashionMNIST VGG11's runs at $R = 1000$ |
+# | oversampling | minority repeated $w$ times per epoch at $R = 1000$, several $w$ (Figure 6) | one factor, $w = R = 1000$, at the plain run's number of SGD steps, so the oversampled run passes over each majority image less often ({glue:text}`c05_os_epochs:s` epochs against {glue:text}`c05_plain_epochs:s`; the authors keep the epochs, so their oversampled runs take more steps); the FashionMNIST MLP's plain and remedy runs at $R = 1000$ with 3 seeds, compared paired by seed | $w$ = 10, 100, 1000; 3 seeds for the FashionMNIST VGG11's runs at $R = 1000$ |
 # | fixed ETF classifier | not in the paper | chapter 3's fixed simplex ETF (no bias) at $R = 1000$ | same |
 # | seeds | one run per setting (their code fixes seed 666) | one seed for the sweep over $R$ (each panel of the figures is one seed); three for the remedy comparison | same |
 #
