@@ -65,9 +65,9 @@ from ncutils.plotting import style_table
 EXPERIMENT = "minority_collapse"
 exp = config.get_preset(EXPERIMENT, PRESET)
 model_cfg, net_cfg = exp["model"], exp["networks"]
-print(f"preset {PRESET!r}: model K={model_cfg['K']}, K_A={model_cfg['K_A']}, E_H={model_cfg['E_H']}, "
-      f"E_W={model_cfg['E_W']}, {len(model_cfg['ratios'])} values of R; networks {net_cfg['runs']}, "
-      f"R in {net_cfg['ratios']}")
+print(f"preset {PRESET!r}\nmodel: K={model_cfg['K']}, K_A={model_cfg['K_A']}, E_H={model_cfg['E_H']}, "
+      f"E_W={model_cfg['E_W']}, {len(model_cfg['ratios'])} values of R\nnetworks: "
+      f"{', '.join(f'{d} {a}' for d, a in net_cfg['runs'])}; R in {list(net_cfg['ratios'])}")
 
 # %% [markdown]
 # ## The runs
@@ -377,6 +377,7 @@ for _, row in rem.iterrows():
     plotting.glue(f"c05_{row['dataset']}_{row['arch']}_{row['remedy']}_minacc", float(row["test acc. minority"]))
     plotting.glue(f"c05_{row['dataset']}_{row['arch']}_{row['remedy']}_cos", float(row["minority cosine"]))
 plotting.glue("c05_remedy_R", int(R_rem))
+plotting.glue("c05_seed", int(SEED))
 # the cpu preset fixes SGD steps, so an oversampled run makes fewer passes over the majority images
 plotting.glue("c05_os_epochs", " / ".join(str(int(e)) for e in sorted(set(rem.loc[rem["remedy"].str.startswith("os"), "epochs"]))) or "-")
 plotting.glue("c05_plain_epochs", " / ".join(str(int(e)) for e in sorted(set(rem.loc[rem["remedy"] == "none", "epochs"]))) or "-")
@@ -468,9 +469,9 @@ Markdown("\n\n".join(sentences) or "No remedy runs with several seeds at this pr
 
 # %% [markdown]
 # The tables above carry every number; in the prose, per dataset and network, the minority test
-# accuracy at $R$ = {glue:text}`c05_remedy_R` gains {glue:text}`c05_gain_os_min:+.3f` to
+# accuracy at $R$ = {glue:text}`c05_remedy_R` changes by {glue:text}`c05_gain_os_min:+.3f` to
 # {glue:text}`c05_gain_os_max:+.3f` from oversampling and {glue:text}`c05_gain_etf_min:+.3f` to
-# {glue:text}`c05_gain_etf_max:+.3f` from the fixed ETF classifier (over the runs of the
+# {glue:text}`c05_gain_etf_max:+.3f` from the fixed ETF classifier (seed {glue:text}`c05_seed:d`'s runs of the
 # remedies; the oversampling factor is the preset's). The {glue:text}`c05_net_runs:d` network runs
 # of this page trained for {glue:text}`c05_net_minutes:.0f` minutes in all (see the caption of the
 # runs' table for how pauses are discounted).
