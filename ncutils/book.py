@@ -181,7 +181,8 @@ def _minority_collapse(runs) -> tuple:
     (dataset, network) swept over R, the minority classifiers' mean cosine rises by at least 0.3 from
     R = 1 to the largest R and the minority test accuracy falls (seed 0's sweep). The remedies are
     reported as their minority test accuracy minus the plain run's at the same R, paired by seed, with
-    the 95% t-interval where there are several seeds."""
+    the 95% t-interval where there are several seeds; with several seeds the verdict also says whether
+    an interval excludes 0, and in which direction."""
     import re
 
     parts, model_ok = [], None
@@ -212,7 +213,7 @@ def _minority_collapse(runs) -> tuple:
         shows.append(ok)
         nets.append(f"{dataset} {arch}: cosine {lo['minority_cosine']:+.2f} → {hi['minority_cosine']:+.2f}, minority "
                     f"accuracy {lo['test_acc_minority']:.2f} → {hi['test_acc_minority']:.2f} (R = 1 → {max(by_r)})")
-    fixes = []  # each remedy minus the plain run at the same R, paired by seed
+    fixes, helps, hurts = [], [], []  # each remedy minus the plain run at the same R, paired by seed
     for (dataset, arch, r, remedy), by_seed in sorted(at_r.items()):
         plain = at_r.get((dataset, arch, r, "none"), {})
         diff = [by_seed[s]["test_acc_minority"] - plain[s]["test_acc_minority"] for s in sorted(by_seed) if s in plain]
@@ -220,6 +221,9 @@ def _minority_collapse(runs) -> tuple:
             continue
         mean, half = t_interval(diff)
         spread = (f" [{mean - half:+.2f}, {mean + half:+.2f}], {len(diff)} seeds" if len(diff) > 1 else ", one seed")
+        if len(diff) > 1:  # only an interval can say a remedy helps or hurts
+            helps.append(mean - half > 0)
+            hurts.append(mean + half < 0)
         fixes.append(f"{remedy} at R = {r} on {dataset} {arch}: minority accuracy {mean:+.2f}{spread}")
     if model_ok is None and not shows:
         return "pending", "no model run and no network swept from R = 1 yet"
@@ -230,6 +234,11 @@ def _minority_collapse(runs) -> tuple:
     else:
         word = ("holds" if all(shows) else "partly" if any(shows) else "networks deviate") + \
             ("" if model_ok else "; model pending")
+    if helps:
+        word += ("; remedies mixed (intervals exclude 0 both ways)" if any(helps) and any(hurts) else
+                 "; a remedy helps (an interval excludes 0)" if any(helps) else
+                 "; a remedy hurts minority accuracy (an interval excludes 0)" if any(hurts) else
+                 "; remedies: no effect resolved (every interval includes 0)")
     text = "; ".join(parts + nets)
     if fixes:
         text += "; remedies (paired by seed, 95% interval): " + ", ".join(fixes)

@@ -194,9 +194,19 @@ def test_the_chapter_5_verdict_reads_the_model_and_each_network_sweep(results_di
     word, text = book.VERDICTS["minority_collapse"]([model, *collapsing, *fix, *seeded])
     diffs = [0.20, 0.30, 0.23]
     half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
-    assert word == "holds" and "minority accuracy 0.97 → 0.05 (R = 1 → 100)" in text
+    assert word == "holds; a remedy helps (an interval excludes 0)" and "accuracy 0.97 → 0.05 (R = 1 → 100)" in text
     assert (f"etf at R = 100 on mnist mlp: minority accuracy {np.mean(diffs):+.2f} "
             f"[{np.mean(diffs) - half:+.2f}, {np.mean(diffs) + half:+.2f}], 3 seeds") in text
+    # a remedy that lowers the minority accuracy on every seed is called so; an interval across 0 is not
+    worse = [net("mnist-mlp-R100-os100-s0", -0.1, 0.01), net("mnist-mlp-R100-os100-s1", -0.1, 0.02),
+             net("mnist-mlp-R100-os100-s2", -0.1, 0.0)]
+    assert book.VERDICTS["minority_collapse"]([model, *collapsing, *seeded[::2], *worse])[0] == \
+        "holds; a remedy hurts minority accuracy (an interval excludes 0)"
+    unclear = [net("mnist-mlp-R100-os10-s1", -0.1, 0.5), net("mnist-mlp-R100-os10-s2", -0.1, 0.0)]
+    assert book.VERDICTS["minority_collapse"]([model, *collapsing, *fix, *seeded[::2], *unclear])[0] == \
+        "holds; remedies: no effect resolved (every interval includes 0)"
+    assert book.VERDICTS["minority_collapse"]([model, *collapsing, *seeded, *worse, *fix])[0] == \
+        "holds; remedies mixed (intervals exclude 0 both ways)"
     flat = [net("fashionmnist-vgg11-R1-s0", -0.11, 0.9), net("fashionmnist-vgg11-R100-s0", -0.05, 0.6)]
     assert book.VERDICTS["minority_collapse"]([model, *collapsing, *flat])[0] == "partly"
     assert book.VERDICTS["minority_collapse"]([model])[0] == "model holds; networks pending"
