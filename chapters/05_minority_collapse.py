@@ -294,18 +294,17 @@ axes[1][2].legend(*axes[0][0].get_legend_handles_labels(), loc="center", fontsiz
 fig
 
 # %% tags=["hide-input"]
+def model_position(row) -> str:
+    """Where a network's minority cosine lies against the model at the authors' and at its own norms."""
+    lo_m, hi_m = sorted((row["model cosine, own norms"], row["model cosine"]))
+    c = row["minority cosine"]
+    return "between the two" if lo_m <= c <= hi_m else "above both" if c > hi_m else "below both"
+
+
 def describe(dataset: str, arch: str) -> str:
     part = sweep_nets[(sweep_nets["dataset"] == dataset) & (sweep_nets["arch"] == arch)].sort_values("R")
     lo, hi = part.iloc[0], part.iloc[-1]
     rise = hi["minority cosine"] - lo["minority cosine"]
-
-    def where(row):
-        lo_m, hi_m = sorted((row["model cosine, own norms"], row["model cosine"]))
-        c = row["minority cosine"]
-        return "between the two" if lo_m <= c <= hi_m else "above both" if c > hi_m else "below both"
-
-    def moved(col):
-        return moved_from(lo, hi, col)
 
     return (f"**{plotting.DATASET_NAMES.get(dataset, dataset)}, {arch}:** the minority classifiers' cosine "
             f"goes from {lo['minority cosine']:+.3f} at R = {lo['R']} to {hi['minority cosine']:+.3f} at "
@@ -313,12 +312,12 @@ def describe(dataset: str, arch: str) -> str:
             f"this network's norms, E_H E_W = {hi['E_H'] * hi['E_W']:.3g}, predicts "
             f"{hi['model cosine, own norms']:+.3f} there, the model with the authors' norms, E_H E_W = "
             f"{model_cfg['E_H'] * model_cfg['E_W']:.3g}, {hi['model cosine']:+.3f}: the network lies "
-            f"{where(hi)}), and the minority test accuracy "
+            f"{model_position(hi)}), and the minority test accuracy "
             f"from {lo['test acc. minority']:.3f} to {hi['test acc. minority']:.3f} while the majority "
             f"classes keep {hi['test acc. majority']:.3f}. At the end of training, from R = 1 to R = {hi['R']}, "
-            f"NC1 {moved('NC1 (end)')}, the equinorm of the class means {moved('equinorm_means')}, their "
-            f"equiangularity {moved('equiangular_means')} and the self-duality distance (NC3) "
-            f"{moved('self_duality')}." + fit_note(hi) + nc1_note(lo, hi))
+            f"NC1 {moved_from(lo, hi, 'NC1 (end)')}, the equinorm of the class means {moved_from(lo, hi, 'equinorm_means')}, their "
+            f"equiangularity {moved_from(lo, hi, 'equiangular_means')} and the self-duality distance (NC3) "
+            f"{moved_from(lo, hi, 'self_duality')}." + fit_note(hi) + nc1_note(lo, hi))
 
 
 def fit_note(hi) -> str:
@@ -448,7 +447,7 @@ for (dataset, arch), part in seeded.groupby(["dataset", "arch"], sort=False):
             row[m] = (mean, mean - half, mean + half)
         paired.append(row)
         mean, lo, hi = row["test acc. minority"]
-        verb = ("raises" if lo > 0 else "lowers" if hi < 0 else "is consistent with no change in")
+        verb = row["verb"] = ("raises" if lo > 0 else "lowers" if hi < 0 else "is consistent with no change in")
         sentences.append(
             f"**{plotting.DATASET_NAMES.get(dataset, dataset)}, {arch}, {remedy}:** over {len(common)} seeds it "
             f"{verb} the minority test accuracy ({mean:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}]); the "
@@ -461,7 +460,7 @@ extra = [r for (d, a, v, sd), r in seed_runs.items() if sd != SEED]  # the seeds
 extra_minutes = sum(train_minutes(r.table("history")) for r in extra)
 plotting.glue("c05_net_minutes", float(nets["minutes"].sum()) + extra_minutes)
 plotting.glue("c05_net_runs", len(nets) + len(extra))
-paired = pd.DataFrame(paired, columns=["run", "seeds", *[f"Δ {m}" for m in METRICS], *METRICS])
+paired = pd.DataFrame(paired, columns=["run", "seeds", *[f"Δ {m}" for m in METRICS], *METRICS, "verb"])
 display(style_table(paired[["run", "seeds", *[f"Δ {m}" for m in METRICS]]],
                     caption=f"Remedies at R = {R_rem}, paired by seed: the mean difference from the plain run "
                     "and its 95% t-interval (NaN with a single seed)."))
@@ -485,21 +484,20 @@ def span(values, fmt) -> str:
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"[{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
-ends = [(part.sort_values("R").iloc[0], part.sort_values("R").iloc[-1])
-        for _, part in sweep_nets.groupby(["dataset", "arch"], sort=False)]
+ends = [(part.iloc[0], part.iloc[-1])
+        for _, part in sweep_nets.sort_values("R").groupby(["dataset", "arch"], sort=False)]
 rises = [hi["minority cosine"] - lo["minority cosine"] for lo, hi in ends]
 verdicts, raised = [], False
 for row in paired.to_dict("records"):
     mean, lo_, hi_ = row["test acc. minority"]
     raised |= bool(lo_ > 0)
     verdicts.append(f"{row['run'].split(',')[-1].split(' minus')[0].strip()} on the {row['run'].split(',')[0]} "
-                    f"{'raises' if lo_ > 0 else 'lowers' if hi_ < 0 else 'is consistent with no change in'} "
+                    f"{row['verb']} "
                     f"the minority accuracy ({mean:+.3f} [{lo_:+.3f}, {hi_:+.3f}], {row['seeds']} seeds)")
 cos_after = rem.loc[rem["remedy"] != "none", "minority cosine"]
 n_collapse = sum(hi["minority cosine"] > lo["minority cosine"] + 0.3
                  and hi["test acc. minority"] < lo["test acc. minority"] for lo, hi in ends)
-n_between = sum(min(hi["model cosine"], hi["model cosine, own norms"]) <= hi["minority cosine"]
-                <= max(hi["model cosine"], hi["model cosine, own norms"]) for _, hi in ends)
+n_between = sum(model_position(hi) == "between the two" for _, hi in ends)
 Markdown(
     f"- **The model (their Figure 3)** reproduces at the authors' settings: the minority classifiers form "
     f"the simplex ETF at R = 1 (cosine {model_cos_at(1):+.3f}) and merge completely (cosine 1) from "
